@@ -1,0 +1,252 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+func (v *validator) zones() {
+	seen := map[string]int{}
+	for i := range v.cfg.Zones {
+		z := &v.cfg.Zones[i]
+		key := fmt.Sprintf("zones[%d]", i)
+		if !v.domainName(key+".origin", z.Origin) {
+			continue
+		}
+		if j, dup := seen[z.Origin]; dup {
+			v.errorf(key+".origin", "%q is already zones[%d]", z.Origin, j)
+			continue
+		}
+		seen[z.Origin] = i
+		v.zone(key, z)
+	}
+	v.nestedZones()
+}
+
+func (v *validator) zone(key string, z *Zone) {
+	v.ttl(key+".ttl", z.TTL)
+	if len(z.NS) == 0 {
+		v.errorf(key+".ns", "needs at least one name server")
+	}
+	for j, ns := range z.NS {
+		v.domainName(fmt.Sprintf("%s.ns[%d]", key, j), ns)
+	}
+	v.domainName(key+".hostmaster", z.Hostmaster)
+	if z.Records != "" {
+		z.Records = v.path(z.Records)
+		z.RRs = v.zoneFile(key+".records", z)
+	}
+}
+
+// nestedZones rejects a zone inside another: every name then belongs to
+// exactly one zone, and no delegation between our own zones is needed.
+func (v *validator) nestedZones() {
+	zs := v.cfg.Zones
+	for i := range zs {
+		for j := range zs {
+			if i != j && zs[i].Origin != "" && zs[i].Origin != zs[j].Origin && InZone(zs[i].Origin, zs[j].Origin) {
+				v.errorf(fmt.Sprintf("zones[%d].origin", i), "%q lies inside zones[%d] %q: nested zones are not supported", zs[i].Origin, j, zs[j].Origin)
+			}
+		}
+	}
+}
+
+// zoneFile reads static records in RFC 1035 syntax. Errors name file:line.
+// SOA and NS records are not allowed: they come from the [[zones]] table.
+func (v *validator) zoneFile(key string, z *Zone) []dns.RR {
+	f, err := os.Open(z.Records)
+	if err != nil {
+		v.errorf(key, "%v", err)
+		return nil
+	}
+	defer f.Close()
+	zp := dns.NewZoneParser(f, z.Origin, z.Records)
+	zp.SetDefaultTTL(z.TTL)
+	var rrs []dns.RR
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		if msg := staticRecordProblem(rr, z.Origin); msg != "" {
+			v.errorf(key, "%s: %s", z.Records, msg)
+			continue
+		}
+		rr.Header().Name = strings.ToLower(rr.Header().Name)
+		rrs = append(rrs, rr)
+	}
+	if err := zp.Err(); err != nil {
+		v.errorf(key, "%v", err)
+	}
+	return rrs
+}
+
+func staticRecordProblem(rr dns.RR, origin string) string {
+	h := rr.Header()
+	switch {
+	case !InZone(strings.ToLower(h.Name), origin):
+		return fmt.Sprintf("%s is outside the zone %s", h.Name, origin)
+	case h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS:
+		return fmt.Sprintf("%s %s: SOA and NS come from the [[zones]] table", h.Name, dns.TypeToString[h.Rrtype])
+	case h.Class != dns.ClassINET:
+		return fmt.Sprintf("%s: only class IN is served", h.Name)
+	}
+	return ""
+}
+
+func (v *validator) services() {
+	seen := map[string]int{}
+	for i := range v.cfg.Services {
+		s := &v.cfg.Services[i]
+		key := fmt.Sprintf("services[%d]", i)
+		if v.domainName(key+".name", s.Name) {
+			if j, dup := seen[s.Name]; dup {
+				v.errorf(key+".name", "%q is already services[%d]", s.Name, j)
+			}
+			seen[s.Name] = i
+			v.serviceZone(key, s)
+		}
+		v.service(key, s)
+	}
+}
+
+// serviceZone finds the zone holding the service and checks that no static
+// record shares its name.
+func (v *validator) serviceZone(key string, s *Service) {
+	s.Zone = -1
+	for i, z := range v.cfg.Zones {
+		if z.Origin != "" && InZone(s.Name, z.Origin) {
+			s.Zone = i
+		}
+	}
+	if s.Zone < 0 {
+		v.errorf(key+".name", "%q is not inside any zone", s.Name)
+		return
+	}
+	for _, rr := range v.cfg.Zones[s.Zone].RRs {
+		if rr.Header().Name == s.Name {
+			v.errorf(key+".name", "%q also has static records in %s", s.Name, v.cfg.Zones[s.Zone].Records)
+			return
+		}
+	}
+}
+
+func (v *validator) service(key string, s *Service) {
+	if !slices.Contains(Policies, s.Policy) {
+		v.errorf(key+".policy", "%q is not one of %s", s.Policy, strings.Join(Policies, ", "))
+	}
+	v.ttl(key+".ttl", s.TTL)
+	if s.TTL > maxSteeredTTL {
+		v.warnf(key+".ttl", "%d s is long for a steered name: resolvers keep a failed endpoint that long", s.TTL)
+	}
+	if s.MaxAnswers < 1 || s.MaxAnswers > 64 {
+		v.errorf(key+".max_answers", "%d is outside 1..64", s.MaxAnswers)
+	}
+	v.checkRef(key+".check", s.Check)
+	var err error
+	if s.QuorumRule, err = ParseQuorum(s.Quorum); err != nil {
+		v.errorf(key+".quorum", "%v", err)
+	}
+	if s.Tolerance, err = ParseTolerance(s.LatencyTolerance); err != nil {
+		v.errorf(key+".latency_tolerance", "%v", err)
+	}
+	v.endpoints(key, s)
+}
+
+func (v *validator) checkRef(key, name string) {
+	if name == "" {
+		return
+	}
+	if _, ok := v.cfg.Checks[name]; !ok {
+		v.errorf(key, "%q is not a check in [checks]", name)
+	}
+}
+
+func (v *validator) endpoints(key string, s *Service) {
+	if len(s.Endpoints) == 0 {
+		v.errorf(key+".endpoints", "needs at least one endpoint")
+		return
+	}
+	names := map[string]bool{}
+	positive, cnames := false, 0
+	for j := range s.Endpoints {
+		e := &s.Endpoints[j]
+		ekey := fmt.Sprintf("%s.endpoints[%d]", key, j)
+		if names[e.Name] {
+			v.errorf(ekey+".name", "%q is used twice in this service", e.Name)
+		}
+		names[e.Name] = true
+		v.endpoint(ekey, e)
+		positive = positive || e.EffectiveWeight() > 0
+		if e.CNAME != "" {
+			cnames++
+		}
+	}
+	if !positive {
+		v.errorf(key+".endpoints", "at least one endpoint needs a weight above 0")
+	}
+	v.cnameService(key, s, cnames)
+}
+
+// cnameService checks services answered by CNAME: a CNAME cannot share its
+// name with other data, so such a service is all-CNAME, one answer, not at an apex.
+func (v *validator) cnameService(key string, s *Service, cnames int) {
+	if cnames == 0 {
+		return
+	}
+	if cnames != len(s.Endpoints) {
+		v.errorf(key+".endpoints", "mixes address and cname endpoints")
+	}
+	if s.MaxAnswers != 1 {
+		v.errorf(key+".max_answers", "must be 1 for cname endpoints")
+	}
+	if s.Zone >= 0 && s.Name == v.cfg.Zones[s.Zone].Origin {
+		v.errorf(key+".name", "a zone apex cannot be answered by CNAME")
+	}
+}
+
+func (v *validator) endpoint(key string, e *Endpoint) {
+	if e.Name == "" {
+		v.errorf(key+".name", "is required")
+	}
+	if !v.hasRegion(e.Region) {
+		v.errorf(key+".region", "%q is not a region in [regions] (have %s)", e.Region, v.regionNames())
+	}
+	v.endpointTarget(key, e)
+	if e.EffectiveWeight() < 0 {
+		v.errorf(key+".weight", "%d is negative", e.EffectiveWeight())
+	}
+	if e.Priority < 0 {
+		v.errorf(key+".priority", "%d is negative", e.Priority)
+	}
+	if e.Capacity != nil && *e.Capacity < 0 {
+		v.errorf(key+".capacity", "%g is negative", *e.Capacity)
+	}
+	v.checkRef(key+".check", e.Check)
+	if e.ProbeAddress != "" {
+		if _, err := netip.ParseAddr(e.ProbeAddress); err != nil {
+			v.errorf(key+".probe_address", "%q is not an IP address", e.ProbeAddress)
+		}
+	} else if e.CNAME != "" && e.Check != "" {
+		v.errorf(key+".probe_address", "a cname endpoint with a check needs probe_address")
+	}
+}
+
+func (v *validator) endpointTarget(key string, e *Endpoint) {
+	switch {
+	case e.Address != "" && e.CNAME != "":
+		v.errorf(key, "has both address and cname")
+	case e.Address != "":
+		a, err := netip.ParseAddr(e.Address)
+		if err != nil || a.Zone() != "" {
+			v.errorf(key+".address", "%q is not an IP address", e.Address)
+			return
+		}
+		e.Addr = a.Unmap()
+	case e.CNAME != "":
+		v.domainName(key+".cname", e.CNAME)
+	default:
+		v.errorf(key, "needs an address or a cname")
+	}
+}
