@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"meridian/admin"
+	"meridian/config"
+	"meridian/resolver"
+)
+
+// serveFlags are the flags of `meridian serve`.
+type serveFlags struct {
+	config   string
+	logFmt   string
+	logLevel string
+	lameduck time.Duration
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "config.toml", "configuration file")
+	fs.StringVar(&f.logFmt, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&f.lameduck, "lameduck", 0, "keep answering this long after a stop signal, reporting not ready")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	return f, nil
+}
+
+// newLogger builds the process logger: text or JSON on w.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad -log-level %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad -log-format %q: text or json", format)
+}
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
+	f, err := parseServeFlags(args, stderr)
+	if err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, f.logFmt, f.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "meridian:", err)
+		return 2
+	}
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		log.Error("configuration rejected", "err", err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "key", w.Key, "warning", w.Msg)
+	}
+	if err := serve(ctx, cfg, f, log); err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// node is one running meridian: its components, wired together.
+type node struct {
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	dns   *resolver.Server
+	admin *admin.Server
+	file  string
+}
+
+func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) {
+	n := &node{log: log, reg: prometheus.NewRegistry(), file: f.config}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo())
+	n.admin = admin.New(admin.Options{HTTP: cfg.HTTP, Gatherer: n.reg, Logger: log.With("component", "admin")})
+	var err error
+	n.dns, err = resolver.New(cfg, resolver.Options{Logger: log.With("component", "dns"),
+		Metrics: resolver.NewMetrics(n.reg), Lameduck: f.lameduck, Started: func() { n.admin.SetReady(true) }})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_build_info",
+		Help: "Always 1, labelled with the build's version and Go version."}, []string{"version", "goversion"})
+	g.WithLabelValues(version, runtime.Version()).Set(1)
+	return g
+}
+
+// serve runs the node until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, f serveFlags, log *slog.Logger) error {
+	n, err := newNode(cfg, f, log)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.dns.Run(gctx) })
+	g.Go(func() error { return n.admin.Run(gctx) })
+	g.Go(func() error { n.reloadOnHUP(gctx); return nil })
+	g.Go(func() error { <-gctx.Done(); n.admin.SetReady(false); return nil })
+	log.Info("meridian started", "node", cfg.Node.Name, "region", cfg.Node.Region, "config", f.config)
+	err = g.Wait()
+	log.Info("meridian stopped")
+	return err
+}
+
+// reloadOnHUP reloads the configuration file on SIGHUP. A file that fails to
+// load is logged and the running configuration keeps serving.
+func (n *node) reloadOnHUP(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			n.reload()
+		}
+	}
+}
+
+func (n *node) reload() {
+	cfg, err := config.Load(n.file)
+	if err == nil {
+		err = n.dns.Update(cfg)
+	}
+	if err != nil {
+		n.log.Error("reload rejected: the previous configuration keeps serving", "err", err)
+		return
+	}
+	n.log.Info("configuration reloaded", "config", n.file)
+}

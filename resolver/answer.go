@@ -1,0 +1,180 @@
+package resolver
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// maxCNAMEChase bounds how many in-zone CNAMEs one answer follows.
+const maxCNAMEChase = 8
+
+// answer builds the response to req from table t. It returns nil when req
+// must not be answered (it is itself a response).
+func (t *table) answer(req *dns.Msg, rnd rand64) *dns.Msg {
+	if req.Response {
+		return nil
+	}
+	resp := new(dns.Msg)
+	resp.Id, resp.Response, resp.Opcode = req.Id, true, req.Opcode
+	resp.RecursionDesired, resp.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
+	resp.Question = req.Question
+	if rcode := t.edns(req, resp); rcode != dns.RcodeSuccess {
+		resp.Rcode = rcode
+		return resp
+	}
+	switch {
+	case req.Opcode != dns.OpcodeQuery:
+		resp.Rcode = dns.RcodeNotImplemented
+	case len(req.Question) != 1:
+		resp.Rcode = dns.RcodeFormatError
+	default:
+		t.lookup(req.Question[0], resp, rnd)
+	}
+	return resp
+}
+
+// edns adds our OPT record when the query has one, with NSID and ECS
+// answered, and returns a non-success rcode when the OPT is unacceptable.
+func (t *table) edns(req, resp *dns.Msg) int {
+	opt := req.IsEdns0()
+	if opt == nil {
+		return dns.RcodeSuccess
+	}
+	out := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	out.SetUDPSize(t.udp)
+	resp.Extra = append(resp.Extra, out)
+	if opt.Version() != 0 {
+		return dns.RcodeBadVers
+	}
+	for _, o := range opt.Option {
+		switch o := o.(type) {
+		case *dns.EDNS0_NSID:
+			if t.nsid != nil {
+				out.Option = append(out.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: hexString(t.nsid)})
+			}
+		case *dns.EDNS0_SUBNET:
+			if !validECS(o) {
+				return dns.RcodeFormatError
+			}
+			out.Option = append(out.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: o.Family,
+				SourceNetmask: o.SourceNetmask, SourceScope: 0, Address: o.Address})
+		}
+	}
+	return dns.RcodeSuccess
+}
+
+// validECS applies RFC 7871 §7.1.2: a known family, a source prefix no longer
+// than the address, and no address bits set beyond it.
+func validECS(o *dns.EDNS0_SUBNET) bool {
+	bits := map[uint16]int{1: 32, 2: 128}[o.Family]
+	if bits == 0 || int(o.SourceNetmask) > bits || o.SourceScope != 0 {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(o.Address)
+	if !ok {
+		return o.SourceNetmask == 0
+	}
+	p, err := a.Unmap().Prefix(int(o.SourceNetmask))
+	return err == nil && p.Addr() == a.Unmap()
+}
+
+func hexString(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
+
+// lookup fills resp for question q.
+func (t *table) lookup(q dns.Question, resp *dns.Msg, rnd rand64) {
+	name := strings.ToLower(q.Name)
+	z := t.zoneOf(name)
+	if q.Qclass != dns.ClassINET || z == nil || q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		resp.Rcode = dns.RcodeRefused
+		return
+	}
+	resp.Authoritative = true
+	n := t.names[name]
+	if n == nil {
+		resp.Rcode = dns.RcodeNameError
+		resp.Ns = []dns.RR{z.negativeSOA(z.negTTL)}
+		return
+	}
+	t.answerNode(n, q.Qtype, resp, rnd, 0)
+}
+
+// answerNode appends n's records of type qtype, following in-zone CNAMEs.
+func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, rnd rand64, depth int) {
+	rrs, ttl := t.records(n, qtype, rnd)
+	if len(rrs) == 0 {
+		if len(resp.Answer) == 0 {
+			resp.Ns = []dns.RR{n.zone.negativeSOA(ttl)}
+		}
+		return
+	}
+	resp.Answer = append(resp.Answer, rrs...)
+	cname, ok := rrs[0].(*dns.CNAME)
+	if !ok || qtype == dns.TypeCNAME || qtype == dns.TypeANY || depth >= maxCNAMEChase {
+		return
+	}
+	if next := t.names[cname.Target]; next != nil {
+		t.answerNode(next, qtype, resp, rnd, depth+1)
+	}
+}
+
+// records returns n's answer for qtype, or none with the negative TTL to use.
+func (t *table) records(n *node, qtype uint16, rnd rand64) ([]dns.RR, uint32) {
+	if s := n.service; s != nil {
+		return s.records(qtype, rnd), min(n.zone.negTTL, s.ttl)
+	}
+	if rrs := n.rrsets[dns.TypeCNAME]; rrs != nil {
+		return rrs, n.zone.negTTL
+	}
+	if qtype == dns.TypeANY {
+		return n.anyRRset(), n.zone.negTTL
+	}
+	return n.rrsets[qtype], n.zone.negTTL
+}
+
+// anyRRset answers ANY with one RRset, as RFC 8482 §4.2 allows: the
+// lowest-numbered type the name has.
+func (n *node) anyRRset() []dns.RR {
+	var best uint16
+	for t := range n.rrsets {
+		if best == 0 || t < best {
+			best = t
+		}
+	}
+	return n.rrsets[best]
+}
+
+// records picks the service's answer for qtype and counts it.
+func (s *service) records(qtype uint16, rnd rand64) []dns.RR {
+	p := s.poolFor(qtype)
+	if p == nil {
+		return nil
+	}
+	var picked [maxPick]*endpoint
+	k := p.pick(s.policy, s.maxAnswers, rnd, &picked)
+	rrs := make([]dns.RR, k)
+	for i, e := range picked[:k] {
+		rrs[i] = e.rr
+		e.answers.Inc()
+	}
+	return rrs
+}
+
+// negativeSOA is the zone's SOA for the authority section of a negative
+// answer, with its TTL lowered to ttl (RFC 2308 §3).
+func (z *zone) negativeSOA(ttl uint32) dns.RR {
+	if ttl == z.soa.Hdr.Ttl {
+		return z.soa
+	}
+	soa := *z.soa
+	soa.Hdr.Ttl = ttl
+	return &soa
+}

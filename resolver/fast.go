@@ -1,0 +1,257 @@
+package resolver
+
+import (
+	"encoding/binary"
+
+	"github.com/miekg/dns"
+)
+
+// fastAnswer answers the common query straight from and into wire bytes,
+// without allocating: one question of class IN, no EDNS options other than
+// a cookie or padding, answered by a service pick, a static RRset, NODATA or
+// NXDOMAIN that fits the UDP limit. It returns the response length with the
+// query type and rcode for metrics, or n = 0 when the general path must
+// answer. Its answers equal the general path's (see fast_test.go).
+func (t *table) fastAnswer(q, out []byte, rnd rand64) (n int, qtype uint16, rcode int) {
+	qd, ok := parseQuery(q)
+	if !ok {
+		return 0, 0, 0
+	}
+	var lower [256]byte
+	name := lowerName(q[headerLen:qd.end-4], lower[:])
+	nd := t.names[string(name)]
+	z := t.zoneOfWire(nd, name)
+	if z == nil || qd.qtype == dns.TypeANY || qd.qtype == dns.TypeAXFR || qd.qtype == dns.TypeIXFR {
+		return 0, 0, 0
+	}
+	w := wireWriter{out: out, limit: qd.limit(t.udp)}
+	w.header(q, qd)
+	if !w.question(q[headerLen:qd.end]) {
+		return 0, 0, 0
+	}
+	rcode, ok = t.fastSections(&w, nd, z, qd, rnd)
+	if !ok || !w.opt(qd.edns, t.udp) || w.overflow {
+		return 0, 0, 0
+	}
+	out[3] |= byte(rcode)
+	return w.n, qd.qtype, rcode
+}
+
+// fastSections writes the answer or the negative SOA. ok is false when the
+// general path must answer (a CNAME to chase).
+func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd query, rnd rand64) (rcode int, ok bool) {
+	if nd == nil {
+		w.negative(z, qd, z.negTTL)
+		return dns.RcodeNameError, true
+	}
+	if s := nd.service; s != nil {
+		if s.pools[famCNAME] != nil && qd.qtype != dns.TypeCNAME {
+			return 0, false
+		}
+		return dns.RcodeSuccess, w.service(s, z, qd, rnd)
+	}
+	if nd.rrsets[dns.TypeCNAME] != nil && qd.qtype != dns.TypeCNAME {
+		return 0, false
+	}
+	set, found := nd.wire[qd.qtype]
+	if !found {
+		w.negative(z, qd, z.negTTL)
+		return dns.RcodeSuccess, true
+	}
+	w.records(set.count, set.rrs)
+	return dns.RcodeSuccess, true
+}
+
+// query is what parseQuery learns of a query packet.
+type query struct {
+	end    int // offset after the question
+	qtype  uint16
+	edns   bool
+	udp    uint16 // the client's EDNS payload size
+	rd, cd bool
+}
+
+// limit is the largest response to send to this query over UDP.
+func (qd query) limit(ours uint16) int {
+	if !qd.edns {
+		return dns.MinMsgSize
+	}
+	return max(dns.MinMsgSize, int(min(qd.udp, ours)))
+}
+
+// parseQuery accepts only what the fast path answers: a standard query with
+// one uncompressed IN question and at most one plain OPT record.
+func parseQuery(q []byte) (query, bool) {
+	if len(q) < headerLen+5 || q[2]&0xF8 != 0 || be16(q[4:]) != 1 || be16(q[6:]) != 0 || be16(q[8:]) != 0 {
+		return query{}, false
+	}
+	i := headerLen
+	for i < len(q) && q[i] != 0 {
+		if q[i] > 63 {
+			return query{}, false
+		}
+		i += int(q[i]) + 1
+	}
+	if i+5 > len(q) || i-headerLen+1 > 255 || be16(q[i+3:]) != dns.ClassINET {
+		return query{}, false
+	}
+	qd := query{end: i + 5, qtype: be16(q[i+1:]), rd: q[2]&1 != 0, cd: q[3]&0x10 != 0}
+	switch be16(q[10:]) {
+	case 0:
+		return qd, qd.end == len(q)
+	case 1:
+		return parseOPT(q, qd)
+	}
+	return query{}, false
+}
+
+// parseOPT accepts an OPT record of version 0 whose options are only a
+// cookie or padding (both of which an authoritative server may ignore).
+func parseOPT(q []byte, qd query) (query, bool) {
+	o := q[qd.end:]
+	if len(o) < 11 || o[0] != 0 || be16(o[1:]) != dns.TypeOPT || o[6] != 0 || int(be16(o[9:]))+11 != len(o) {
+		return query{}, false
+	}
+	opts := o[11:]
+	for len(opts) >= 4 {
+		code, l := be16(opts), int(be16(opts[2:]))
+		if (code != dns.EDNS0COOKIE && code != dns.EDNS0PADDING) || l+4 > len(opts) {
+			return query{}, false
+		}
+		opts = opts[4+l:]
+	}
+	qd.edns, qd.udp = true, be16(o[3:])
+	return qd, len(opts) == 0 && o[5] == 0
+}
+
+// lowerName writes the wire name as a lower-case presentation name
+// ("www.example.") into buf and returns it.
+func lowerName(wire, buf []byte) []byte {
+	n := 0
+	for i := 0; wire[i] != 0; {
+		l := int(wire[i])
+		for _, c := range wire[i+1 : i+1+l] {
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c == '.' || c == '\\' || c < '!' || c > '~' {
+				c = 0 // escaped in presentation: never matches a table name
+			}
+			buf[n] = c
+			n++
+		}
+		buf[n] = '.'
+		n++
+		i += l + 1
+	}
+	if n == 0 {
+		buf[0], n = '.', 1
+	}
+	return buf[:n]
+}
+
+// zoneOfWire returns the zone of the name, from its node when it has one.
+func (t *table) zoneOfWire(nd *node, name []byte) *zone {
+	if nd != nil {
+		return nd.zone
+	}
+	for _, z := range t.zones {
+		if len(name) >= len(z.origin) && string(name[len(name)-len(z.origin):]) == z.origin &&
+			(len(name) == len(z.origin) || name[len(name)-len(z.origin)-1] == '.') {
+			return z
+		}
+	}
+	return nil
+}
+
+// wireWriter appends response sections to out, noting when they would
+// pass the size limit.
+type wireWriter struct {
+	out      []byte
+	n        int
+	limit    int
+	overflow bool
+}
+
+func (w *wireWriter) put(b []byte) {
+	if w.n+len(b) > w.limit {
+		w.overflow = true
+		return
+	}
+	w.n += copy(w.out[w.n:], b)
+}
+
+// header writes the response header: the query's ID, QR, AA, RD and CD.
+func (w *wireWriter) header(q []byte, qd query) {
+	copy(w.out[:2], q[:2])
+	w.out[2] = 0x84 | q[2]&0x01 // QR, AA, RD copied
+	w.out[3] = q[3] & 0x10      // CD copied; RA, AD and rcode clear
+	binary.BigEndian.PutUint32(w.out[4:], 1<<16)
+	binary.BigEndian.PutUint32(w.out[8:], 0)
+	w.n = headerLen
+}
+
+// question copies the question as the client sent it (0x20 case preserved).
+func (w *wireWriter) question(qsec []byte) bool {
+	w.put(qsec)
+	return !w.overflow
+}
+
+func (w *wireWriter) addCount(section int, k int) {
+	off := 6 + 2*section
+	binary.BigEndian.PutUint16(w.out[off:], be16(w.out[off:])+uint16(k))
+}
+
+// records writes k pre-packed answer records.
+func (w *wireWriter) records(k int, rrs []byte) {
+	w.put(rrs)
+	w.addCount(0, k)
+}
+
+// service writes the service's pick for the query type, or NODATA.
+func (w *wireWriter) service(s *service, z *zone, qd query, rnd rand64) bool {
+	p := s.poolFor(qd.qtype)
+	if p == nil || len(p.ends) == 0 {
+		w.negative(z, qd, min(z.negTTL, s.ttl))
+		return true
+	}
+	var picked [maxPick]*endpoint
+	k := p.pick(s.policy, s.maxAnswers, rnd, &picked)
+	for _, e := range picked[:k] {
+		w.put(e.wire)
+	}
+	w.addCount(0, k)
+	if !w.overflow {
+		for _, e := range picked[:k] {
+			e.answers.Inc()
+		}
+	}
+	return true
+}
+
+// negative writes the zone's SOA in the authority section with the TTL
+// given, its owner compressed to the apex's position inside the question.
+func (w *wireWriter) negative(z *zone, qd query, ttl uint32) {
+	apex := headerLen + (qd.end - 4 - headerLen) - z.wireLen
+	start := w.n
+	w.put(z.soaWire)
+	if w.overflow {
+		return
+	}
+	binary.BigEndian.PutUint16(w.out[start:], 0xC000|uint16(apex))
+	binary.BigEndian.PutUint32(w.out[start+6:], ttl)
+	w.addCount(1, 1)
+}
+
+// opt writes our OPT record when the query had one.
+func (w *wireWriter) opt(edns bool, udp uint16) bool {
+	if !edns {
+		return true
+	}
+	var o [11]byte
+	binary.BigEndian.PutUint16(o[1:], dns.TypeOPT)
+	binary.BigEndian.PutUint16(o[3:], udp)
+	w.put(o[:])
+	w.addCount(2, 1)
+	return !w.overflow
+}

@@ -1,0 +1,173 @@
+package resolver
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"meridian/config"
+)
+
+// Health is the resolver's view of endpoint health. The resolver consults it
+// only while compiling its answer table (after a configuration or health
+// change), never per query. Implementations must be immutable snapshots or
+// otherwise safe for concurrent use, and must not block.
+type Health interface {
+	// Up reports whether the endpoint named endpoint of the service named
+	// service (a canonical FQDN) may be answered.
+	Up(service, endpoint string) bool
+}
+
+// AllUp is the Health of a node without probes: every endpoint is up.
+type AllUp struct{}
+
+// Up always reports true.
+func (AllUp) Up(string, string) bool { return true }
+
+// table is everything a query needs, compiled from one configuration and one
+// health snapshot. It is immutable once built and shared by all queries.
+type table struct {
+	names  map[string]*node // canonical FQDN → node
+	zones  []*zone          // longest origin first
+	nsid   []byte
+	udp    uint16
+	health Health
+}
+
+// zone holds a zone's apex records.
+type zone struct {
+	origin  string
+	soa     *dns.SOA
+	ns      []dns.RR
+	negTTL  uint32 // min(SOA TTL, SOA minimum), RFC 2308
+	soaWire []byte // the SOA packed, owner and TTL patched per response
+	wireLen int    // length of the origin as a wire name
+}
+
+// node is one owner name: static RRsets, a steered service, or neither
+// (an empty non-terminal: the name exists but has no data).
+type node struct {
+	name    string
+	zone    *zone
+	rrsets  map[uint16][]dns.RR
+	wire    map[uint16]wireSet // rrsets pre-packed for the fast path
+	service *service
+}
+
+// wireSet is an RRset packed with every owner a pointer to the question.
+type wireSet struct {
+	count int
+	rrs   []byte
+}
+
+// compile builds the answer table for cfg under health h.
+func compile(cfg *config.Config, h Health, m *Metrics) (*table, error) {
+	t := &table{names: map[string]*node{}, udp: uint16(cfg.DNS.UDPSize), health: h}
+	if cfg.DNS.NSID {
+		t.nsid = []byte(cfg.Node.Name)
+	}
+	for i := range cfg.Zones {
+		z := newZone(&cfg.Zones[i])
+		t.zones = append(t.zones, z)
+		t.addZone(z, &cfg.Zones[i])
+	}
+	slices.SortFunc(t.zones, func(a, b *zone) int { return len(b.origin) - len(a.origin) })
+	for _, n := range t.names {
+		n.packWire()
+	}
+	for i := range cfg.Services {
+		s := &cfg.Services[i]
+		z := t.zoneOf(s.Name)
+		if z == nil {
+			return nil, fmt.Errorf("resolver: service %s lies in no zone", s.Name)
+		}
+		t.node(s.Name, z).service = newService(s, h, m)
+	}
+	return t, nil
+}
+
+func newZone(zc *config.Zone) *zone {
+	hdr := dns.RR_Header{Name: zc.Origin, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: zc.TTL}
+	soa := &dns.SOA{Hdr: hdr, Ns: zc.NS[0], Mbox: zc.Hostmaster, Serial: zoneSerial(zc),
+		Refresh: 3600, Retry: 600, Expire: 86400, Minttl: zc.TTL}
+	z := &zone{origin: zc.Origin, soa: soa, negTTL: min(soa.Hdr.Ttl, soa.Minttl),
+		soaWire: packRR(soa), wireLen: wireNameLen(zc.Origin)}
+	for _, ns := range zc.NS {
+		z.ns = append(z.ns, &dns.NS{Hdr: dns.RR_Header{Name: zc.Origin, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: zc.TTL}, Ns: ns})
+	}
+	return z
+}
+
+// zoneSerial is the configured serial, or one derived from the zone's
+// contents so that every node with the same configuration agrees on it.
+func zoneSerial(zc *config.Zone) uint32 {
+	if zc.Serial != 0 {
+		return zc.Serial
+	}
+	h := fnv.New32a()
+	fmt.Fprint(h, zc.Origin, zc.NS, zc.Hostmaster, zc.TTL)
+	for _, rr := range zc.RRs {
+		fmt.Fprint(h, rr.String())
+	}
+	return max(h.Sum32()>>1, 1)
+}
+
+func (t *table) addZone(z *zone, zc *config.Zone) {
+	apex := t.node(z.origin, z)
+	apex.rrsets[dns.TypeSOA] = []dns.RR{z.soa}
+	apex.rrsets[dns.TypeNS] = z.ns
+	for _, rr := range zc.RRs {
+		n := t.node(rr.Header().Name, z)
+		n.rrsets[rr.Header().Rrtype] = append(n.rrsets[rr.Header().Rrtype], rr)
+	}
+}
+
+// node returns the node for name, creating it and every empty non-terminal
+// between it and the zone apex.
+func (t *table) node(name string, z *zone) *node {
+	if n, ok := t.names[name]; ok {
+		return n
+	}
+	n := &node{name: name, zone: z, rrsets: map[uint16][]dns.RR{}}
+	t.names[name] = n
+	if name != z.origin {
+		if i := strings.IndexByte(name, '.'); i >= 0 && i+1 < len(name) {
+			t.node(name[i+1:], z)
+		}
+	}
+	return n
+}
+
+// packWire packs every static RRset of n for the fast path.
+func (n *node) packWire() {
+	n.wire = make(map[uint16]wireSet, len(n.rrsets))
+	for t, rrs := range n.rrsets {
+		var ws wireSet
+		for _, rr := range rrs {
+			ws.rrs = append(ws.rrs, packRR(rr)...)
+			ws.count++
+		}
+		n.wire[t] = ws
+	}
+}
+
+// wireNameLen is the length of a canonical name without escapes in wire form.
+func wireNameLen(name string) int {
+	if name == "." {
+		return 1
+	}
+	return len(name) + 1
+}
+
+// zoneOf returns the zone that holds name (canonical), or nil.
+func (t *table) zoneOf(name string) *zone {
+	for _, z := range t.zones {
+		if config.InZone(name, z.origin) {
+			return z
+		}
+	}
+	return nil
+}
