@@ -4,6 +4,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -196,6 +197,9 @@ func (e Endpoint) EffectiveCapacity() float64 {
 	return *e.Capacity
 }
 
+// MaxEndpoints is the most endpoints one service may have.
+const MaxEndpoints = 64
+
 // Policies lists the answer policies a service may use.
 var Policies = []string{"latency", "weighted", "failover", "multivalue"}
 
@@ -209,7 +213,7 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return err
+		return fmt.Errorf("%q is not a duration such as \"2s\" or \"500ms\"", b)
 	}
 	d.Duration = v
 	return nil

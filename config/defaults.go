@@ -4,6 +4,8 @@ import (
 	"os"
 	"runtime"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 // Defaults for keys the file leaves out.
@@ -99,7 +101,10 @@ func defaultCheck(ch *Check) {
 		ch.Interval.Duration = DefaultInterval
 	}
 	if ch.Timeout.Duration == 0 {
-		ch.Timeout.Duration = min(DefaultTimeout, ch.Interval.Duration)
+		ch.Timeout.Duration = DefaultTimeout
+		if ch.Interval.Duration > 0 { // a bad interval is reported, not copied
+			ch.Timeout.Duration = min(DefaultTimeout, ch.Interval.Duration)
+		}
 	}
 	if ch.Rise == 0 {
 		ch.Rise = DefaultRiseFall
@@ -176,6 +181,44 @@ func defaultService(s *Service) {
 		}
 		if e.CNAME != "" {
 			e.CNAME = canonicalName(e.CNAME)
+		}
+	}
+}
+
+// writtenZeros records the keys where 0 has a meaning of its own that the
+// defaults must not paper over: a TTL of 0 asks resolvers not to cache, and
+// max_answers = 0 would answer nothing. Left out they get their defaults;
+// written as 0 they reach validation, which rejects them.
+type writtenZeros struct {
+	Zones []struct {
+		TTL *uint32 `toml:"ttl"`
+	} `toml:"zones"`
+	Services []struct {
+		TTL        *uint32 `toml:"ttl"`
+		MaxAnswers *int    `toml:"max_answers"`
+	} `toml:"services"`
+}
+
+// keepWrittenZeros undoes applyDefaults for the keys the file set to 0.
+func keepWrittenZeros(c *Config, data []byte) {
+	var w writtenZeros
+	if _, err := toml.Decode(string(data), &w); err != nil {
+		return // unreachable: data already decoded into c
+	}
+	for i, z := range w.Zones {
+		if i < len(c.Zones) && z.TTL != nil && *z.TTL == 0 {
+			c.Zones[i].TTL = 0
+		}
+	}
+	for i, s := range w.Services {
+		if i >= len(c.Services) {
+			break
+		}
+		if s.TTL != nil && *s.TTL == 0 {
+			c.Services[i].TTL = 0
+		}
+		if s.MaxAnswers != nil && *s.MaxAnswers == 0 {
+			c.Services[i].MaxAnswers = 0
 		}
 	}
 }

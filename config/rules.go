@@ -76,7 +76,7 @@ func (t Tolerance) Within(rtt, best time.Duration) bool {
 func ParseTolerance(s string) (Tolerance, error) {
 	if pct, ok := strings.CutSuffix(s, "%"); ok {
 		f, err := strconv.ParseFloat(pct, 64)
-		if err != nil || f < 0 || f > 1000 {
+		if err != nil || !(f >= 0 && f <= 1000) { // also rejects NaN
 			return Tolerance{}, fmt.Errorf("%q is not a percentage between 0%% and 1000%%", s)
 		}
 		return Tolerance{Fraction: f / 100}, nil

@@ -2,12 +2,12 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -73,11 +73,7 @@ func (v *validator) hasRegion(name string) bool {
 }
 
 func (v *validator) regionNames() string {
-	names := make([]string, 0, len(v.cfg.Regions))
-	for n := range v.cfg.Regions {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := sortedKeys(v.cfg.Regions)
 	if len(names) == 0 {
 		return "none"
 	}
@@ -85,7 +81,8 @@ func (v *validator) regionNames() string {
 }
 
 func (v *validator) regions() {
-	for name, r := range v.cfg.Regions {
+	for _, name := range sortedKeys(v.cfg.Regions) {
+		r := v.cfg.Regions[name]
 		key := "regions." + name
 		v.location(key+".location", r.Location)
 		r.Prefixes = nil
@@ -108,10 +105,10 @@ func (v *validator) location(key string, loc []float64) {
 	switch {
 	case len(loc) == 0:
 	case len(loc) != 2:
-		v.errorf(key, "must be [latitude, longitude], got %d numbers", len(loc))
-	case loc[0] < -90 || loc[0] > 90:
+		v.errorf(key, "must be [latitude, longitude]: 2 numbers, not %d", len(loc))
+	case !(loc[0] >= -90 && loc[0] <= 90): // also rejects NaN
 		v.errorf(key, "latitude %g is outside -90..90", loc[0])
-	case loc[1] < -180 || loc[1] > 180:
+	case !(loc[1] >= -180 && loc[1] <= 180):
 		v.errorf(key, "longitude %g is outside -180..180", loc[1])
 	}
 }
@@ -169,9 +166,7 @@ func (v *validator) http() {
 	h := &v.cfg.HTTP
 	host, ok := v.hostPort("http.listen", h.Listen, true)
 	h.TLSCert, h.TLSKey, h.ClientCA = v.path(h.TLSCert), v.path(h.TLSKey), v.path(h.ClientCA)
-	if (h.TLSCert == "") != (h.TLSKey == "") {
-		v.errorf("http", "tls_cert and tls_key go together")
-	}
+	v.pair("http", "tls_cert", h.TLSCert, "tls_key", h.TLSKey)
 	if h.ClientCA != "" && h.TLSCert == "" {
 		v.errorf("http.client_ca", "needs tls_cert and tls_key")
 	}
@@ -196,25 +191,29 @@ func (v *validator) gossip() {
 		v.errorf("gossip.profile", "%q is not wan, lan or local", g.Profile)
 	}
 	if g.StaleAfter.Duration <= 0 {
-		v.errorf("gossip.stale_after", "must be positive")
+		v.errorf("gossip.stale_after", "%s is not positive", g.StaleAfter)
 	}
 	g.Keyring = v.path(g.Keyring)
 	v.tlsFiles("gossip", &g.TLSFiles)
-	v.gossipSecurity(g, ok && isLoopback(host))
+	v.gossipSecurity(g, ok, ok && isLoopback(host))
 }
 
-func (v *validator) gossipSecurity(g *Gossip, loopback bool) {
+// gossipSecurity requires encryption off loopback. bindOK is false when
+// gossip.bind was already reported, so its host says nothing.
+func (v *validator) gossipSecurity(g *Gossip, bindOK, loopback bool) {
 	switch g.Transport {
 	case "udp":
-		if g.Keyring == "" && !loopback {
+		if g.Keyring == "" && bindOK && !loopback {
 			v.errorf("gossip.keyring", "is required when gossip.bind %q is not a loopback address", g.Bind)
 		}
 		if g.Keyring == "" && loopback {
 			v.warnf("gossip.keyring", "gossip is not encrypted (allowed only because it is bound to loopback)")
 		}
 	case "tls":
-		if g.CA == "" || g.Cert == "" || g.Key == "" {
-			v.errorf("gossip", "transport \"tls\" needs ca, cert and key")
+		for _, f := range []struct{ key, val string }{{"ca", g.CA}, {"cert", g.Cert}, {"key", g.Key}} {
+			if f.val == "" {
+				v.errorf("gossip."+f.key, "is required with transport \"tls\"")
+			}
 		}
 	default:
 		v.errorf("gossip.transport", "%q is not udp or tls", g.Transport)
@@ -223,8 +222,16 @@ func (v *validator) gossipSecurity(g *Gossip, loopback bool) {
 
 func (v *validator) tlsFiles(key string, f *TLSFiles) {
 	f.CA, f.Cert, f.Key = v.path(f.CA), v.path(f.Cert), v.path(f.Key)
-	if (f.Cert == "") != (f.Key == "") {
-		v.errorf(key, "cert and key go together")
+	v.pair(key, "cert", f.Cert, "key", f.Key)
+}
+
+// pair reports the missing half of a certificate and its key.
+func (v *validator) pair(key, certKey, cert, keyKey, priv string) {
+	switch {
+	case cert != "" && priv == "":
+		v.errorf(key+"."+keyKey, "is required with %s", certKey)
+	case cert == "" && priv != "":
+		v.errorf(key+"."+certKey, "is required with %s", keyKey)
 	}
 }
 
@@ -235,12 +242,7 @@ func (v *validator) skew() {
 }
 
 func (v *validator) checks() {
-	names := make([]string, 0, len(v.cfg.Checks))
-	for n := range v.cfg.Checks {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range sortedKeys(v.cfg.Checks) {
 		ch := v.cfg.Checks[n]
 		v.check("checks."+n, &ch)
 		v.cfg.Checks[n] = ch
@@ -251,17 +253,26 @@ func (v *validator) check(key string, ch *Check) {
 	if !slices.Contains(CheckTypes, ch.Type) {
 		v.errorf(key+".type", "%q is not one of %s", ch.Type, strings.Join(CheckTypes, ", "))
 	}
-	if ch.Port < 1 || ch.Port > 65535 {
+	switch {
+	case ch.Port == 0: // only types without a default port get here
+		v.errorf(key+".port", "is required")
+	case ch.Port < 1 || ch.Port > 65535:
 		v.errorf(key+".port", "%d is outside 1..65535", ch.Port)
 	}
 	if ch.Interval.Duration <= 0 {
-		v.errorf(key+".interval", "must be positive")
+		v.errorf(key+".interval", "%s is not positive", ch.Interval)
 	}
-	if ch.Timeout.Duration <= 0 || ch.Timeout.Duration > ch.Interval.Duration {
-		v.errorf(key+".timeout", "%s must be positive and at most the interval %s", ch.Timeout, ch.Interval)
+	switch {
+	case ch.Timeout.Duration <= 0:
+		v.errorf(key+".timeout", "%s is not positive", ch.Timeout)
+	case ch.Interval.Duration > 0 && ch.Timeout.Duration > ch.Interval.Duration:
+		v.errorf(key+".timeout", "%s is longer than the interval %s", ch.Timeout, ch.Interval)
 	}
-	if ch.Rise < 1 || ch.Fall < 1 {
-		v.errorf(key, "rise and fall must be at least 1")
+	if ch.Rise < 1 {
+		v.errorf(key+".rise", "%d is below 1", ch.Rise)
+	}
+	if ch.Fall < 1 {
+		v.errorf(key+".fall", "%d is below 1", ch.Fall)
 	}
 	v.tlsFiles(key, &ch.TLSFiles)
 	if ch.InsecureSkipVerify {
@@ -282,8 +293,14 @@ func (v *validator) httpCheck(key string, ch *Check) {
 	if _, err := regexp.Compile(ch.ExpectBody); err != nil {
 		v.errorf(key+".expect_body", "bad regexp: %v", err)
 	}
-	if ch.Type != "https" && (ch.Path != "" || len(ch.Headers) > 0 || ch.Host != "" || len(ch.ExpectStatus) > 0 || ch.ExpectBody != "") {
-		v.errorf(key, "path, host, headers, expect_status and expect_body apply only to https checks")
+	if ch.Type != "https" {
+		set := map[string]bool{"path": ch.Path != "", "host": ch.Host != "", "headers": len(ch.Headers) > 0,
+			"expect_status": len(ch.ExpectStatus) > 0, "expect_body": ch.ExpectBody != ""}
+		for _, k := range []string{"path", "host", "headers", "expect_status", "expect_body"} {
+			if set[k] {
+				v.errorf(key+"."+k, "applies only to https checks, not %q", ch.Type)
+			}
+		}
 	}
 	if ch.Path != "" && !strings.HasPrefix(ch.Path, "/") {
 		v.errorf(key+".path", "%q must start with /", ch.Path)
@@ -322,4 +339,10 @@ func (v *validator) ttl(key string, ttl uint32) {
 	if ttl < 1 || ttl > 86400 {
 		v.errorf(key, "%d is outside 1..86400", ttl)
 	}
+}
+
+// sortedKeys returns a map's keys in order, so problems are reported in the
+// same order on every run.
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }

@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -19,7 +21,7 @@ func (v *validator) zones() {
 			continue
 		}
 		if j, dup := seen[z.Origin]; dup {
-			v.errorf(key+".origin", "%q is already zones[%d]", z.Origin, j)
+			v.errorf(key+".origin", "%q is already the origin of zones[%d]", z.Origin, j)
 			continue
 		}
 		seen[z.Origin] = i
@@ -77,9 +79,17 @@ func (v *validator) zoneFile(key string, z *Zone) []dns.RR {
 		rrs = append(rrs, rr)
 	}
 	if err := zp.Err(); err != nil {
-		v.errorf(key, "%v", err)
+		v.errorf(key, "%s", zoneFileError(err))
 	}
 	return rrs
+}
+
+// zoneFilePos matches miekg/dns's `FILE: dns: MSG: "TOKEN" at line: L:C`.
+var zoneFilePos = regexp.MustCompile(`^(.+): dns: (.+) at line: (\d+):(\d+)$`)
+
+// zoneFileError writes a zone file syntax error as `FILE:LINE:COL: MSG`.
+func zoneFileError(err error) string {
+	return zoneFilePos.ReplaceAllString(err.Error(), "$1:$3:$4: $2")
 }
 
 func staticRecordProblem(rr dns.RR, origin string) string {
@@ -100,9 +110,10 @@ func (v *validator) services() {
 	for i := range v.cfg.Services {
 		s := &v.cfg.Services[i]
 		key := fmt.Sprintf("services[%d]", i)
+		s.Zone = -1 // until serviceZone finds it
 		if v.domainName(key+".name", s.Name) {
 			if j, dup := seen[s.Name]; dup {
-				v.errorf(key+".name", "%q is already services[%d]", s.Name, j)
+				v.errorf(key+".name", "%q is already the name of services[%d]", s.Name, j)
 			}
 			seen[s.Name] = i
 			v.serviceZone(key, s)
@@ -164,8 +175,8 @@ func (v *validator) checkRef(key, name string) {
 }
 
 func (v *validator) endpoints(key string, s *Service) {
-	if len(s.Endpoints) == 0 {
-		v.errorf(key+".endpoints", "needs at least one endpoint")
+	if len(s.Endpoints) == 0 || len(s.Endpoints) > MaxEndpoints {
+		v.errorf(key+".endpoints", "has %d endpoints: a service needs 1..%d", len(s.Endpoints), MaxEndpoints)
 		return
 	}
 	names := map[string]bool{}
@@ -178,6 +189,9 @@ func (v *validator) endpoints(key string, s *Service) {
 		}
 		names[e.Name] = true
 		v.endpoint(ekey, e)
+		if e.Check != s.Check { // an inherited check was reported at the service
+			v.checkRef(ekey+".check", e.Check)
+		}
 		positive = positive || e.EffectiveWeight() > 0
 		if e.CNAME != "" {
 			cnames++
@@ -210,7 +224,10 @@ func (v *validator) endpoint(key string, e *Endpoint) {
 	if e.Name == "" {
 		v.errorf(key+".name", "is required")
 	}
-	if !v.hasRegion(e.Region) {
+	switch {
+	case e.Region == "":
+		v.errorf(key+".region", "is required")
+	case !v.hasRegion(e.Region):
 		v.errorf(key+".region", "%q is not a region in [regions] (have %s)", e.Region, v.regionNames())
 	}
 	v.endpointTarget(key, e)
@@ -220,16 +237,15 @@ func (v *validator) endpoint(key string, e *Endpoint) {
 	if e.Priority < 0 {
 		v.errorf(key+".priority", "%d is negative", e.Priority)
 	}
-	if e.Capacity != nil && *e.Capacity < 0 {
-		v.errorf(key+".capacity", "%g is negative", *e.Capacity)
+	if c := e.Capacity; c != nil && !(*c >= 0 && *c <= math.MaxFloat64) { // also rejects NaN and +Inf
+		v.errorf(key+".capacity", "%g is not a finite number ≥ 0", *c)
 	}
-	v.checkRef(key+".check", e.Check)
 	if e.ProbeAddress != "" {
 		if _, err := netip.ParseAddr(e.ProbeAddress); err != nil {
 			v.errorf(key+".probe_address", "%q is not an IP address", e.ProbeAddress)
 		}
 	} else if e.CNAME != "" && e.Check != "" {
-		v.errorf(key+".probe_address", "a cname endpoint with a check needs probe_address")
+		v.errorf(key+".probe_address", "is required: a cname endpoint has no address for check %q to probe", e.Check)
 	}
 }
 
