@@ -45,6 +45,15 @@ func (t *table) edns(req, resp *dns.Msg) int {
 	out := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 	out.SetUDPSize(t.udp)
 	resp.Extra = append(resp.Extra, out)
+	n := 0
+	for _, rr := range req.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	if n > 1 {
+		return dns.RcodeFormatError // RFC 6891 6.1.1
+	}
 	if opt.Version() != 0 {
 		return dns.RcodeBadVers
 	}
@@ -76,8 +85,11 @@ func validECS(o *dns.EDNS0_SUBNET) bool {
 	if !ok {
 		return o.SourceNetmask == 0
 	}
-	p, err := a.Unmap().Prefix(int(o.SourceNetmask))
-	return err == nil && p.Addr() == a.Unmap()
+	if o.Family == 1 {
+		a = a.Unmap() // miekg/dns unpacks IPv4 into 16 bytes
+	}
+	p, err := a.Prefix(int(o.SourceNetmask))
+	return err == nil && p.Addr() == a
 }
 
 func hexString(b []byte) string {
@@ -111,9 +123,7 @@ func (t *table) lookup(q dns.Question, resp *dns.Msg, rnd rand64) {
 func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, rnd rand64, depth int) {
 	rrs, ttl := t.records(n, qtype, rnd)
 	if len(rrs) == 0 {
-		if len(resp.Answer) == 0 {
-			resp.Ns = []dns.RR{n.zone.negativeSOA(ttl)}
-		}
+		resp.Ns = []dns.RR{n.zone.negativeSOA(ttl)}
 		return
 	}
 	resp.Answer = append(resp.Answer, rrs...)
@@ -121,14 +131,23 @@ func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, rnd rand64, dep
 	if !ok || qtype == dns.TypeCNAME || qtype == dns.TypeANY || depth >= maxCNAMEChase {
 		return
 	}
-	if next := t.names[cname.Target]; next != nil {
+	target := strings.ToLower(cname.Target)
+	for _, rr := range resp.Answer {
+		if strings.EqualFold(rr.Header().Name, target) {
+			return // a loop: every name of it is answered once
+		}
+	}
+	if next := t.names[target]; next != nil {
 		t.answerNode(next, qtype, resp, rnd, depth+1)
+	} else if z := t.zoneOf(target); z != nil {
+		resp.Rcode = dns.RcodeNameError // RFC 6604: the rcode of the last name
+		resp.Ns = []dns.RR{z.negativeSOA(z.negTTL)}
 	}
 }
 
 // records returns n's answer for qtype, or none with the negative TTL to use.
 func (t *table) records(n *node, qtype uint16, rnd rand64) ([]dns.RR, uint32) {
-	if s := n.service; s != nil {
+	if s := n.service; s != nil && n.rrsets[qtype] == nil {
 		return s.records(qtype, rnd), min(n.zone.negTTL, s.ttl)
 	}
 	if rrs := n.rrsets[dns.TypeCNAME]; rrs != nil {

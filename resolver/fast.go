@@ -19,6 +19,9 @@ func (t *table) fastAnswer(q, out []byte, rnd rand64) (n int, qtype uint16, rcod
 	}
 	var lower [256]byte
 	name := lowerName(q[headerLen:qd.end-4], lower[:])
+	if name == nil {
+		return 0, 0, 0
+	}
 	nd := t.names[string(name)]
 	z := t.zoneOfWire(nd, name)
 	if z == nil || qd.qtype == dns.TypeANY || qd.qtype == dns.TypeAXFR || qd.qtype == dns.TypeIXFR {
@@ -44,7 +47,7 @@ func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd query, rnd ran
 		w.negative(z, qd, z.negTTL)
 		return dns.RcodeNameError, true
 	}
-	if s := nd.service; s != nil {
+	if s := nd.service; s != nil && nd.rrsets[qd.qtype] == nil {
 		if s.pools[famCNAME] != nil && qd.qtype != dns.TypeCNAME {
 			return 0, false
 		}
@@ -135,7 +138,7 @@ func lowerName(wire, buf []byte) []byte {
 				c += 'a' - 'A'
 			}
 			if c == '.' || c == '\\' || c < '!' || c > '~' {
-				c = 0 // escaped in presentation: never matches a table name
+				return nil // escaped in presentation: the general path answers
 			}
 			buf[n] = c
 			n++

@@ -140,7 +140,7 @@ func newEndpoint(s *config.Service, f family, e config.Endpoint, w uint64, m *Me
 // offset 12: the question name in every response.
 func packRR(rr dns.RR) []byte {
 	buf := make([]byte, dns.Len(rr)+16)
-	n, err := dns.PackRR(rr, buf, 0, nil, false)
+	n, err := dns.PackRR(dns.Copy(rr), buf, 0, nil, false) // PackRR sets Rdlength: never on a shared record
 	if err != nil {
 		panic("resolver: packing a validated record: " + err.Error())
 	}

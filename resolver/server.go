@@ -180,13 +180,21 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 // serveTCP answers TCP queries (several per connection, pipelined) with
 // miekg/dns's server and returns its shutdown function.
 func (s *Server) serveTCP(l net.Listener, wg *sync.WaitGroup) func(context.Context) error {
+	started := make(chan struct{})
 	srv := &dns.Server{Listener: l, Handler: dns.HandlerFunc(s.serveTCPQuery),
-		MsgAcceptFunc: acceptAll, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+		MsgAcceptFunc: acceptAll, IdleTimeout: func() time.Duration { return 10 * time.Second },
+		NotifyStartedFunc: func() { close(started) }}
+	failed := make(chan struct{})
 	wg.Go(func() {
 		if err := srv.ActivateAndServe(); err != nil {
 			s.opts.Logger.Error("dns tcp server stopped", "addr", l.Addr().String(), "err", err)
 		}
+		close(failed)
 	})
+	select { // ShutdownContext before ActivateAndServe would leave it serving
+	case <-started:
+	case <-failed:
+	}
 	return func(ctx context.Context) error {
 		if err := srv.ShutdownContext(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("resolver: shut down tcp %s: %w", l.Addr(), err)

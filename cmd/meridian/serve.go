@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 
 	"meridian/admin"
 	"meridian/config"
+	"meridian/health"
+	"meridian/probe"
 	"meridian/resolver"
 )
 
@@ -88,26 +91,67 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 }
 
 // node is one running meridian: its components, wired together.
+//
+//	probe.Scheduler ─Result─▶ health.Local ─Changed─▶ publishHealth ─Snapshot─▶ resolver.Server
 type node struct {
-	log   *slog.Logger
-	reg   *prometheus.Registry
-	dns   *resolver.Server
-	admin *admin.Server
-	file  string
+	log        *slog.Logger
+	reg        *prometheus.Registry
+	file       string
+	cfg        atomic.Pointer[config.Config]
+	dns        *resolver.Server
+	admin      *admin.Server
+	local      *health.Local
+	probes     *probe.Scheduler
+	endpointUp *prometheus.GaugeVec
 }
 
 func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) {
 	n := &node{log: log, reg: prometheus.NewRegistry(), file: f.config}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo())
+	n.endpointUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_endpoint_up",
+		Help: "1 if the endpoint may be answered (up, unknown or unchecked), 0 if down."}, []string{"service", "endpoint"})
+	n.reg.MustRegister(n.endpointUp)
 	n.admin = admin.New(admin.Options{HTTP: cfg.HTTP, Gatherer: n.reg, Logger: log.With("component", "admin")})
+	n.local = health.NewLocal(log.With("component", "health"), nil)
+	n.probes = probe.NewScheduler(probe.SchedulerOptions{Observer: n.local, Logger: log.With("component", "probe"),
+		Metrics: probe.NewMetrics(n.reg)})
 	var err error
 	n.dns, err = resolver.New(cfg, resolver.Options{Logger: log.With("component", "dns"),
 		Metrics: resolver.NewMetrics(n.reg), Lameduck: f.lameduck, Started: func() { n.admin.SetReady(true) }})
 	if err != nil {
 		return nil, err
 	}
-	return n, nil
+	return n, n.apply(cfg)
+}
+
+// apply makes cfg the running configuration: probes first (the fallible
+// part: certificate files), then health rules, then the answer table.
+func (n *node) apply(cfg *config.Config) error {
+	if err := n.probes.Update(cfg); err != nil {
+		return err
+	}
+	n.local.Configure(cfg)
+	n.cfg.Store(cfg)
+	return n.dns.Update(cfg)
+}
+
+// publishHealth rebuilds the health snapshot whenever a verdict changes and
+// hands it to the resolver, which swaps its answer table.
+func (n *node) publishHealth(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.local.Changed():
+		}
+		snap := health.NewSnapshot(n.cfg.Load(), n.local)
+		if err := n.dns.SetHealth(snap); err != nil {
+			n.log.Error("health snapshot rejected", "err", err)
+			continue
+		}
+		snap.ExportUp(n.endpointUp)
+	}
 }
 
 func buildInfo() prometheus.Collector {
@@ -126,6 +170,8 @@ func serve(ctx context.Context, cfg *config.Config, f serveFlags, log *slog.Logg
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.dns.Run(gctx) })
 	g.Go(func() error { return n.admin.Run(gctx) })
+	g.Go(func() error { return n.probes.Run(gctx) })
+	g.Go(func() error { n.publishHealth(gctx); return nil })
 	g.Go(func() error { n.reloadOnHUP(gctx); return nil })
 	g.Go(func() error { <-gctx.Done(); n.admin.SetReady(false); return nil })
 	log.Info("meridian started", "node", cfg.Node.Name, "region", cfg.Node.Region, "config", f.config)
@@ -153,7 +199,7 @@ func (n *node) reloadOnHUP(ctx context.Context) {
 func (n *node) reload() {
 	cfg, err := config.Load(n.file)
 	if err == nil {
-		err = n.dns.Update(cfg)
+		err = n.apply(cfg)
 	}
 	if err != nil {
 		n.log.Error("reload rejected: the previous configuration keeps serving", "err", err)

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"meridian/internal/certtest"
+)
+
+// mtlsBackend is an HTTPS server demanding client certificates from ca,
+// listening on addr; Stop and Start take it down and bring it back.
+type mtlsBackend struct {
+	t    *testing.T
+	addr string
+	conf *tls.Config
+	srv  *http.Server
+}
+
+func (b *mtlsBackend) Start() {
+	b.t.Helper()
+	var l net.Listener
+	var err error
+	for range 50 { // the port may linger briefly after Stop
+		if l, err = tls.Listen("tcp", b.addr, b.conf); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		b.t.Fatalf("backend %s: %v", b.addr, err)
+	}
+	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })}
+	go b.srv.Serve(l)
+}
+
+func (b *mtlsBackend) Stop() { b.srv.Close() }
+
+// answersOf asks dig for name's A records, sorted.
+func answersOf(t *testing.T, port int, name string) []string {
+	lines := strings.Fields(dig(t, port, name, "+short"))
+	slices.Sort(lines)
+	return lines
+}
+
+// eventually polls cond every 50 ms until it holds or limit passes.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < limit {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, limit)
+	return 0
+}
+
+// TestServeProbesDriveAnswers runs serve with an mTLS https check over two
+// real backends, stops one, and checks it leaves the answers within
+// fall × interval + timeout (plus scheduling slack), then returns after it
+// restarts.
+func TestServeProbesDriveAnswers(t *testing.T) {
+	ca := certtest.New(t)
+	caFile, certFile, keyFile := ca.ClientFiles(t, "probe")
+	port := freePort(t)
+	backends := map[string]*mtlsBackend{}
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
+		b := &mtlsBackend{t: t, addr: fmt.Sprintf("%s:%d", ip, port), conf: ca.ServerTLS(t, "127.0.0.1", "127.0.0.2")}
+		b.Start()
+		t.Cleanup(b.Stop)
+		backends[ip] = b
+	}
+	dnsPort, httpPort := freePort(t), freePort(t)
+	file := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(file, []byte(fmt.Sprintf(`
+[node]
+name = "e2e"
+region = "r1"
+[regions.r1]
+[dns]
+listen = ["127.0.0.1:%d"]
+[http]
+listen = "127.0.0.1:%d"
+[tls]
+ca = %q
+cert = %q
+key = %q
+[checks.api]
+type = "https"
+port = %d
+path = "/healthz"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 2
+[[zones]]
+origin = "example.test."
+ns = ["ns1.example.test."]
+[[services]]
+name = "api.example.test."
+policy = "multivalue"
+check = "api"
+endpoints = [
+  { name = "one", region = "r1", address = "127.0.0.1" },
+  { name = "two", region = "r1", address = "127.0.0.2" },
+]
+`, dnsPort, httpPort, caFile, certFile, keyFile, port)), 0o644)
+	logs := startServe(t, file, httpPort)
+	both := []string{"127.0.0.1", "127.0.0.2"}
+	eventually(t, 5*time.Second, "both up", func() bool { return slices.Equal(answersOf(t, dnsPort, "api.example.test"), both) })
+
+	backends["127.0.0.2"].Stop()
+	// fall × interval + timeout = 550 ms; the bound leaves room for a loaded
+	// machine (the figure itself is measured by BenchmarkFailoverRemoval).
+	eventually(t, 3*time.Second, "stopped backend removed", func() bool {
+		return slices.Equal(answersOf(t, dnsPort, "api.example.test"), []string{"127.0.0.1"})
+	})
+	if !strings.Contains(logs.String(), "target down") || !strings.Contains(logs.String(), "127.0.0.2") {
+		t.Errorf("the transition was not logged with its target:\n%s", logs)
+	}
+	backends["127.0.0.2"].Start()
+	eventually(t, 3*time.Second, "restarted backend back", func() bool {
+		return slices.Equal(answersOf(t, dnsPort, "api.example.test"), both)
+	})
+}

@@ -1,0 +1,185 @@
+// Package health turns probe results into verdicts and verdicts into the
+// immutable snapshots the resolver answers from.
+//
+// Local applies rise/fall hysteresis to this node's own probe results: a
+// target goes up after `rise` consecutive successes and down after `fall`
+// consecutive failures; until its first verdict it is Unknown, and Unknown
+// is not down. Every transition is logged once, with its reason.
+package health
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"meridian/config"
+	"meridian/probe"
+)
+
+// State is a target's verdict.
+type State int8
+
+// The verdicts. Unknown (no verdict yet) counts as up when answering.
+const (
+	Unknown State = iota
+	Up
+	Down
+)
+
+func (s State) String() string {
+	return [...]string{"unknown", "up", "down"}[s]
+}
+
+// rttWeight is the weight of a new RTT sample in the moving average.
+const rttWeight = 0.3
+
+// Observation is what this node knows of one target.
+type Observation struct {
+	Target probe.Target
+	State  State
+	Since  time.Time     // when State began (zero while Unknown)
+	RTT    time.Duration // moving average of successful probes' connect time
+	Reason probe.Reason  // the last failure's reason (ReasonOK after a success)
+	Detail string
+	Seq    uint64 // increases with every change to this observation
+}
+
+// tracker is the hysteresis state of one target.
+type tracker struct {
+	obs        Observation
+	okRun, bad int // consecutive successes and failures
+}
+
+// Local holds this node's verdicts. It is safe for concurrent use; Observe
+// never blocks on readers.
+type Local struct {
+	log     *slog.Logger
+	now     func() time.Time
+	mu      sync.Mutex
+	rules   map[string]config.Check
+	targets map[probe.Target]*tracker
+	seq     uint64
+	changed chan struct{}
+}
+
+// NewLocal returns an empty Local. now may be nil (time.Now).
+func NewLocal(log *slog.Logger, now func() time.Time) *Local {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Local{log: log, now: now, rules: map[string]config.Check{},
+		targets: map[probe.Target]*tracker{}, changed: make(chan struct{}, 1)}
+}
+
+// Configure takes the rise/fall rules of cfg's checks and forgets targets
+// cfg no longer has; targets it keeps keep their state.
+func (l *Local) Configure(cfg *config.Config) {
+	keep := map[probe.Target]bool{}
+	for _, t := range probe.Targets(cfg) {
+		keep[t] = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rules = cfg.Checks
+	for t := range l.targets {
+		if !keep[t] {
+			delete(l.targets, t)
+		}
+	}
+	l.notify()
+}
+
+// Changed signals (coalesced) that a verdict or RTT changed.
+func (l *Local) Changed() <-chan struct{} { return l.changed }
+
+func (l *Local) notify() {
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Observe applies one probe result to its target's hysteresis.
+func (l *Local) Observe(t probe.Target, r probe.Result) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rule, ok := l.rules[t.Check]
+	if !ok {
+		return // the check was removed while the probe ran
+	}
+	tr := l.targets[t]
+	if tr == nil {
+		tr = &tracker{obs: Observation{Target: t}}
+		l.targets[t] = tr
+	}
+	before := tr.obs
+	tr.apply(r, rule, l.now())
+	if tr.obs.State != before.State {
+		l.logTransition(tr, before.State)
+	}
+	if tr.obs != before {
+		l.seq++
+		tr.obs.Seq = l.seq
+		l.notify()
+	}
+}
+
+// apply counts r into the runs and moves the verdict when a run is long enough.
+func (tr *tracker) apply(r probe.Result, rule config.Check, now time.Time) {
+	if r.OK {
+		tr.okRun, tr.bad = tr.okRun+1, 0
+		tr.obs.Reason, tr.obs.Detail = probe.ReasonOK, ""
+		tr.obs.RTT = ewma(tr.obs.RTT, r.RTT)
+		if tr.obs.State != Up && tr.okRun >= rule.Rise {
+			tr.obs.State, tr.obs.Since = Up, now
+		}
+		return
+	}
+	tr.okRun, tr.bad = 0, tr.bad+1
+	tr.obs.Reason, tr.obs.Detail = r.Reason, r.Detail
+	if tr.obs.State != Down && tr.bad >= rule.Fall {
+		tr.obs.State, tr.obs.Since = Down, now
+	}
+}
+
+func ewma(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return time.Duration(rttWeight*float64(sample) + (1-rttWeight)*float64(avg))
+}
+
+func (l *Local) logTransition(tr *tracker, from State) {
+	o := tr.obs
+	attrs := []any{"target", o.Target.String(), "from", from.String(), "to", o.State.String()}
+	if o.State == Down {
+		l.log.Warn("target down", append(attrs, "reason", string(o.Reason), "detail", o.Detail, "failures", tr.bad)...)
+		return
+	}
+	l.log.Info("target up", append(attrs, "successes", tr.okRun, "rtt", o.RTT)...)
+}
+
+// Get returns the observation of t, and false when there is none yet.
+func (l *Local) Get(t probe.Target) (Observation, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tr, ok := l.targets[t]
+	if !ok {
+		return Observation{Target: t}, false
+	}
+	return tr.obs, true
+}
+
+// View returns a copy of every observation.
+func (l *Local) View() []Observation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Observation, 0, len(l.targets))
+	for _, tr := range l.targets {
+		out = append(out, tr.obs)
+	}
+	return out
+}

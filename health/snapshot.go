@@ -1,0 +1,79 @@
+package health
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"meridian/config"
+	"meridian/probe"
+)
+
+// Verdicts gives the observation of a target; Local implements it.
+type Verdicts interface {
+	Get(t probe.Target) (Observation, bool)
+}
+
+// endpointKey names an endpoint of a service.
+type endpointKey struct{ service, endpoint string }
+
+// EndpointHealth is one endpoint's verdict in a Snapshot.
+type EndpointHealth struct {
+	Target  probe.Target // zero when the endpoint has no check
+	Checked bool
+	State   State
+	RTT     time.Duration
+}
+
+// Up reports whether the endpoint may be answered: unchecked, unknown or up.
+func (e EndpointHealth) Up() bool { return e.State != Down }
+
+// Snapshot is an immutable view of every endpoint's health, built when a
+// verdict changes. It implements the resolver's Health interface.
+type Snapshot struct {
+	endpoints map[endpointKey]EndpointHealth
+}
+
+// NewSnapshot builds the snapshot of cfg's endpoints from v.
+func NewSnapshot(cfg *config.Config, v Verdicts) *Snapshot {
+	s := &Snapshot{endpoints: map[endpointKey]EndpointHealth{}}
+	for _, svc := range cfg.Services {
+		for _, e := range svc.Endpoints {
+			s.endpoints[endpointKey{svc.Name, e.Name}] = endpointHealth(cfg, e, v)
+		}
+	}
+	return s
+}
+
+func endpointHealth(cfg *config.Config, e config.Endpoint, v Verdicts) EndpointHealth {
+	t, ok := probe.TargetOf(cfg, e)
+	if !ok {
+		return EndpointHealth{State: Up}
+	}
+	obs, _ := v.Get(t)
+	return EndpointHealth{Target: t, Checked: true, State: obs.State, RTT: obs.RTT}
+}
+
+// Endpoint returns the health of an endpoint; one the snapshot does not
+// know (added since it was built) is Unknown.
+func (s *Snapshot) Endpoint(service, endpoint string) EndpointHealth {
+	return s.endpoints[endpointKey{service, endpoint}]
+}
+
+// Up reports whether the endpoint may be answered (resolver.Health).
+func (s *Snapshot) Up(service, endpoint string) bool {
+	return s.Endpoint(service, endpoint).Up()
+}
+
+// ExportUp sets g{service, endpoint} to 1 for every endpoint that may be
+// answered and 0 for the others, dropping series of removed endpoints.
+func (s *Snapshot) ExportUp(g *prometheus.GaugeVec) {
+	g.Reset()
+	for k, e := range s.endpoints {
+		v := 0.0
+		if e.Up() {
+			v = 1
+		}
+		g.WithLabelValues(k.service, k.endpoint).Set(v)
+	}
+}
