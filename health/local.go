@@ -59,7 +59,7 @@ type Local struct {
 	rules   map[string]config.Check
 	targets map[probe.Target]*tracker
 	seq     uint64
-	changed chan struct{}
+	subs    []chan struct{}
 }
 
 // NewLocal returns an empty Local. now may be nil (time.Now).
@@ -70,8 +70,7 @@ func NewLocal(log *slog.Logger, now func() time.Time) *Local {
 	if now == nil {
 		now = time.Now
 	}
-	return &Local{log: log, now: now, rules: map[string]config.Check{},
-		targets: map[probe.Target]*tracker{}, changed: make(chan struct{}, 1)}
+	return &Local{log: log, now: now, rules: map[string]config.Check{}, targets: map[probe.Target]*tracker{}}
 }
 
 // Configure takes the rise/fall rules of cfg's checks and forgets targets
@@ -87,17 +86,33 @@ func (l *Local) Configure(cfg *config.Config) {
 	for t := range l.targets {
 		if !keep[t] {
 			delete(l.targets, t)
+			l.seq++ // a full view taken from now on drops it at peers
 		}
 	}
 	l.notify()
 }
 
-// Changed signals (coalesced) that a verdict or RTT changed.
-func (l *Local) Changed() <-chan struct{} { return l.changed }
+// Subscribe returns a channel that receives (coalesced) whenever an
+// observation changes. Each subscriber has its own channel.
+func (l *Local) Subscribe() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := make(chan struct{}, 1)
+	l.subs = append(l.subs, c)
+	return c
+}
 
+// notify signals every subscriber without blocking. The caller holds l.mu.
 func (l *Local) notify() {
+	for _, c := range l.subs {
+		signal(c)
+	}
+}
+
+// signal sends on a coalescing channel (capacity 1) without blocking.
+func signal(c chan struct{}) {
 	select {
-	case l.changed <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -173,13 +188,16 @@ func (l *Local) Get(t probe.Target) (Observation, bool) {
 	return tr.obs, true
 }
 
-// View returns a copy of every observation.
-func (l *Local) View() []Observation {
+// View returns a copy of every observation with a seq above since, and
+// the latest seq.
+func (l *Local) View(since uint64) ([]Observation, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]Observation, 0, len(l.targets))
 	for _, tr := range l.targets {
-		out = append(out, tr.obs)
+		if tr.obs.Seq > since {
+			out = append(out, tr.obs)
+		}
 	}
-	return out
+	return out, l.seq
 }

@@ -86,13 +86,13 @@ func TestSnapshot(t *testing.T) {
 	cfg := testConfig(1, 1)
 	l := NewLocal(nil, nil)
 	l.Configure(cfg)
-	s := NewSnapshot(cfg, l)
+	tb := NewTable(l, TableOptions{Self: "n1", Region: "r1", StaleAfter: time.Minute})
+	s := NewSnapshot(cfg, tb)
 	if !s.Up("api.example.test.", "a") {
 		t.Error("unknown target must count as up")
 	}
 	l.Observe(targetA, refused)
-	<-l.Changed()
-	s = NewSnapshot(cfg, l)
+	s = NewSnapshot(cfg, tb)
 	if s.Up("api.example.test.", "a") {
 		t.Error("down target answered")
 	}
@@ -119,7 +119,7 @@ func TestConfigureForgetsRemovedTargets(t *testing.T) {
 		t.Error("a removed target kept its state")
 	}
 	l.Observe(probe.Target{Check: "gone"}, refused)
-	if len(l.View()) != 0 {
+	if obs, _ := l.View(0); len(obs) != 0 {
 		t.Error("a result for an unknown check was kept")
 	}
 }

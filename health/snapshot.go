@@ -9,9 +9,9 @@ import (
 	"meridian/probe"
 )
 
-// Verdicts gives the observation of a target; Local implements it.
-type Verdicts interface {
-	Get(t probe.Target) (Observation, bool)
+// Decider decides a target's verdict under a quorum rule; Table implements it.
+type Decider interface {
+	Decide(t probe.Target, q config.Quorum) Decision
 }
 
 // endpointKey names an endpoint of a service.
@@ -22,7 +22,17 @@ type EndpointHealth struct {
 	Target  probe.Target // zero when the endpoint has no check
 	Checked bool
 	State   State
-	RTT     time.Duration
+	Regions []RegionVote // each region's vote and RTT, sorted by region
+}
+
+// RTT returns the median RTT from region's nodes to the endpoint.
+func (e EndpointHealth) RTT(region string) (time.Duration, bool) {
+	for _, v := range e.Regions {
+		if v.Region == region && v.RTT > 0 {
+			return v.RTT, true
+		}
+	}
+	return 0, false
 }
 
 // Up reports whether the endpoint may be answered: unchecked, unknown or up.
@@ -34,24 +44,24 @@ type Snapshot struct {
 	endpoints map[endpointKey]EndpointHealth
 }
 
-// NewSnapshot builds the snapshot of cfg's endpoints from v.
-func NewSnapshot(cfg *config.Config, v Verdicts) *Snapshot {
+// NewSnapshot decides every endpoint of cfg with d, under its service's quorum.
+func NewSnapshot(cfg *config.Config, d Decider) *Snapshot {
 	s := &Snapshot{endpoints: map[endpointKey]EndpointHealth{}}
 	for _, svc := range cfg.Services {
 		for _, e := range svc.Endpoints {
-			s.endpoints[endpointKey{svc.Name, e.Name}] = endpointHealth(cfg, e, v)
+			s.endpoints[endpointKey{svc.Name, e.Name}] = endpointHealth(cfg, svc.QuorumRule, e, d)
 		}
 	}
 	return s
 }
 
-func endpointHealth(cfg *config.Config, e config.Endpoint, v Verdicts) EndpointHealth {
+func endpointHealth(cfg *config.Config, q config.Quorum, e config.Endpoint, d Decider) EndpointHealth {
 	t, ok := probe.TargetOf(cfg, e)
 	if !ok {
 		return EndpointHealth{State: Up}
 	}
-	obs, _ := v.Get(t)
-	return EndpointHealth{Target: t, Checked: true, State: obs.State, RTT: obs.RTT}
+	dec := d.Decide(t, q)
+	return EndpointHealth{Target: t, Checked: true, State: dec.State, Regions: dec.Regions}
 }
 
 // Endpoint returns the health of an endpoint; one the snapshot does not

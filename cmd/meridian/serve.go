@@ -101,6 +101,8 @@ type node struct {
 	dns        *resolver.Server
 	admin      *admin.Server
 	local      *health.Local
+	table      *health.Table
+	localSub   <-chan struct{}
 	probes     *probe.Scheduler
 	endpointUp *prometheus.GaugeVec
 }
@@ -114,6 +116,9 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 	n.reg.MustRegister(n.endpointUp)
 	n.admin = admin.New(admin.Options{HTTP: cfg.HTTP, Gatherer: n.reg, Logger: log.With("component", "admin")})
 	n.local = health.NewLocal(log.With("component", "health"), nil)
+	n.localSub = n.local.Subscribe()
+	n.table = health.NewTable(n.local, health.TableOptions{Self: cfg.Node.Name, Region: cfg.Node.Region,
+		StaleAfter: cfg.Gossip.StaleAfter.Duration})
 	n.probes = probe.NewScheduler(probe.SchedulerOptions{Observer: n.local, Logger: log.With("component", "probe"),
 		Metrics: probe.NewMetrics(n.reg)})
 	var err error
@@ -143,9 +148,10 @@ func (n *node) publishHealth(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.local.Changed():
+		case <-n.localSub:
+		case <-n.table.Changed():
 		}
-		snap := health.NewSnapshot(n.cfg.Load(), n.local)
+		snap := health.NewSnapshot(n.cfg.Load(), n.table)
 		if err := n.dns.SetHealth(snap); err != nil {
 			n.log.Error("health snapshot rejected", "err", err)
 			continue
