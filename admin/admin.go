@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,16 @@ func New(opts Options) *Server {
 
 // Handle mounts h at pattern (http.ServeMux syntax). Call it before Run.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// JSON returns a handler that serves what build returns, as indented JSON.
+func JSON(build func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(build())
+	})
+}
 
 // SetReady sets what /readyz reports: ready means the node answers DNS.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }

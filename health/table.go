@@ -31,9 +31,9 @@ import (
 
 // Member is a cluster member as the gossip layer sees it.
 type Member struct {
-	Name   string
-	Region string
-	Alive  bool
+	Name   string `json:"name"`
+	Region string `json:"region"`
+	Alive  bool   `json:"alive"`
 }
 
 // peerView is what one other node told us.
@@ -285,4 +285,33 @@ func (t *Table) Members() []Member {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// NodeObservation is one node's observation of a target, as the table
+// holds it, and whether that node's view currently votes.
+type NodeObservation struct {
+	Node   string
+	Region string
+	Voting bool
+	Observation
+}
+
+// Observers returns every node's observation of tg (own first, then peers
+// by name), for status pages.
+func (t *Table) Observers(tg probe.Target) []NodeObservation {
+	out := []NodeObservation{}
+	if o, ok := t.local.Get(tg); ok {
+		out = append(out, NodeObservation{Node: t.self, Region: t.region, Voting: true, Observation: o})
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	var peers []NodeObservation
+	for name, p := range t.peers {
+		if o, ok := p.obs[tg]; ok {
+			peers = append(peers, NodeObservation{Node: name, Region: p.region, Voting: t.voting(p, now), Observation: o})
+		}
+	}
+	sort.Slice(peers, func(i, j int) bool { return peers[i].Node < peers[j].Node })
+	return append(out, peers...)
 }

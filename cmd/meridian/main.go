@@ -21,6 +21,7 @@ const usage = `meridian: a DNS-based multi-region health router.
 Usage:
   meridian serve [-config config.toml] [-log-format text|json] [-log-level info]
   meridian check [config.toml]         validate a configuration and print its plan
+  meridian status [-http ADDR] [-json] the health matrix of a running node
   meridian certs init|issue|inspect    create and inspect the mTLS PKI
   meridian version
 
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
 	case "certs":
 		return runCerts(args[1:], stdout, stderr)
 	case "version", "-version", "--version":

@@ -124,6 +124,12 @@ endpoints = [
 	eventually(t, 3*time.Second, "stopped backend removed", func() bool {
 		return slices.Equal(answersOf(t, dnsPort, "api.example.test"), []string{"127.0.0.1"})
 	})
+	status := statusOf(t, httpPort)
+	for _, want := range []string{"api.example.test.  (multivalue, quorum majority)", "two       127.0.0.2  down", "down (refused)"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("meridian status lacks %q:\n%s", want, status)
+		}
+	}
 	if !strings.Contains(logs.String(), "target down") || !strings.Contains(logs.String(), "127.0.0.2") {
 		t.Errorf("the transition was not logged with its target:\n%s", logs)
 	}
@@ -131,4 +137,14 @@ endpoints = [
 	eventually(t, 3*time.Second, "restarted backend back", func() bool {
 		return slices.Equal(answersOf(t, dnsPort, "api.example.test"), both)
 	})
+}
+
+// statusOf runs `meridian status` against the node's admin port.
+func statusOf(t *testing.T, httpPort int) string {
+	t.Helper()
+	var out, errb strings.Builder
+	if code := run(t.Context(), []string{"status", "-http", fmt.Sprintf("127.0.0.1:%d", httpPort)}, &out, &errb); code != 0 {
+		t.Fatalf("meridian status exited %d: %s", code, errb.String())
+	}
+	return out.String()
 }

@@ -103,6 +103,7 @@ type node struct {
 	local      *health.Local
 	table      *health.Table
 	localSub   <-chan struct{}
+	snapshot   atomic.Pointer[health.Snapshot]
 	probes     *probe.Scheduler
 	endpointUp *prometheus.GaugeVec
 }
@@ -121,6 +122,10 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 		StaleAfter: cfg.Gossip.StaleAfter.Duration})
 	n.probes = probe.NewScheduler(probe.SchedulerOptions{Observer: n.local, Logger: log.With("component", "probe"),
 		Metrics: probe.NewMetrics(n.reg)})
+	n.snapshot.Store(health.NewSnapshot(cfg, n.table))
+	n.admin.Handle("GET /api/v1/status", admin.JSON(func() any {
+		return health.BuildStatus(n.cfg.Load(), n.snapshot.Load(), n.table, time.Now())
+	}))
 	var err error
 	n.dns, err = resolver.New(cfg, resolver.Options{Logger: log.With("component", "dns"),
 		Metrics: resolver.NewMetrics(n.reg), Lameduck: f.lameduck, Started: func() { n.admin.SetReady(true) }})
@@ -156,6 +161,7 @@ func (n *node) publishHealth(ctx context.Context) {
 			n.log.Error("health snapshot rejected", "err", err)
 			continue
 		}
+		n.snapshot.Store(snap)
 		snap.ExportUp(n.endpointUp)
 	}
 }
