@@ -87,3 +87,9 @@ func (s *Snapshot) ExportUp(g *prometheus.GaugeVec) {
 		g.WithLabelValues(k.service, k.endpoint).Set(v)
 	}
 }
+
+// RTT returns the median RTT measured from region's nodes to the endpoint
+// (resolver.Health): what the latency policy ranks by.
+func (s *Snapshot) RTT(service, endpoint, region string) (time.Duration, bool) {
+	return s.Endpoint(service, endpoint).RTT(region)
+}

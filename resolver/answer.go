@@ -10,9 +10,18 @@ import (
 // maxCNAMEChase bounds how many in-zone CNAMEs one answer follows.
 const maxCNAMEChase = 8
 
-// answer builds the response to req from table t. It returns nil when req
-// must not be answered (it is itself a response).
-func (t *table) answer(req *dns.Msg, rnd rand64) *dns.Msg {
+// ask is one query being answered: where it came from, and what the
+// answer came to depend on.
+type ask struct {
+	rnd    rand64
+	client netip.Addr // the ECS address when the query has one, else its source
+	scope  uint8      // ECS scope: the prefix length the answer depended on
+	ecs    *dns.EDNS0_SUBNET
+}
+
+// answer builds the response to req, which came from source, from table
+// t. It returns nil when req must not be answered (it is itself a response).
+func (t *table) answer(req *dns.Msg, source netip.Addr, rnd rand64) *dns.Msg {
 	if req.Response {
 		return nil
 	}
@@ -20,7 +29,8 @@ func (t *table) answer(req *dns.Msg, rnd rand64) *dns.Msg {
 	resp.Id, resp.Response, resp.Opcode = req.Id, true, req.Opcode
 	resp.RecursionDesired, resp.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
 	resp.Question = req.Question
-	if rcode := t.edns(req, resp); rcode != dns.RcodeSuccess {
+	a := &ask{rnd: rnd, client: source}
+	if rcode := t.edns(req, resp, a); rcode != dns.RcodeSuccess {
 		resp.Rcode = rcode
 		return resp
 	}
@@ -30,14 +40,18 @@ func (t *table) answer(req *dns.Msg, rnd rand64) *dns.Msg {
 	case len(req.Question) != 1:
 		resp.Rcode = dns.RcodeFormatError
 	default:
-		t.lookup(req.Question[0], resp, rnd)
+		t.lookup(req.Question[0], resp, a)
+	}
+	if a.ecs != nil {
+		a.ecs.SourceScope = a.scope
 	}
 	return resp
 }
 
 // edns adds our OPT record when the query has one, with NSID and ECS
 // answered, and returns a non-success rcode when the OPT is unacceptable.
-func (t *table) edns(req, resp *dns.Msg) int {
+// An ECS option with a source prefix becomes a's client address.
+func (t *table) edns(req, resp *dns.Msg, a *ask) int {
 	opt := req.IsEdns0()
 	if opt == nil {
 		return dns.RcodeSuccess
@@ -67,8 +81,12 @@ func (t *table) edns(req, resp *dns.Msg) int {
 			if !validECS(o) {
 				return dns.RcodeFormatError
 			}
-			out.Option = append(out.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: o.Family,
-				SourceNetmask: o.SourceNetmask, SourceScope: 0, Address: o.Address})
+			a.ecs = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: o.Family,
+				SourceNetmask: o.SourceNetmask, SourceScope: 0, Address: o.Address}
+			out.Option = append(out.Option, a.ecs)
+			if addr, ok := netip.AddrFromSlice(o.Address); ok && o.SourceNetmask > 0 {
+				a.client = addr.Unmap() // RFC 7871 §7.1.2: prefix 0 means use the source
+			}
 		}
 	}
 	return dns.RcodeSuccess
@@ -102,7 +120,7 @@ func hexString(b []byte) string {
 }
 
 // lookup fills resp for question q.
-func (t *table) lookup(q dns.Question, resp *dns.Msg, rnd rand64) {
+func (t *table) lookup(q dns.Question, resp *dns.Msg, a *ask) {
 	name := strings.ToLower(q.Name)
 	z := t.zoneOf(name)
 	if q.Qclass != dns.ClassINET || z == nil || q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
@@ -116,12 +134,12 @@ func (t *table) lookup(q dns.Question, resp *dns.Msg, rnd rand64) {
 		resp.Ns = []dns.RR{z.negativeSOA(z.negTTL)}
 		return
 	}
-	t.answerNode(n, q.Qtype, resp, rnd, 0)
+	t.answerNode(n, q.Qtype, resp, a, 0)
 }
 
 // answerNode appends n's records of type qtype, following in-zone CNAMEs.
-func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, rnd rand64, depth int) {
-	rrs, ttl := t.records(n, qtype, rnd)
+func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, a *ask, depth int) {
+	rrs, ttl := t.records(n, qtype, a)
 	if len(rrs) == 0 {
 		resp.Ns = []dns.RR{n.zone.negativeSOA(ttl)}
 		return
@@ -138,7 +156,7 @@ func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, rnd rand64, dep
 		}
 	}
 	if next := t.names[target]; next != nil {
-		t.answerNode(next, qtype, resp, rnd, depth+1)
+		t.answerNode(next, qtype, resp, a, depth+1)
 	} else if z := t.zoneOf(target); z != nil {
 		resp.Rcode = dns.RcodeNameError // RFC 6604: the rcode of the last name
 		resp.Ns = []dns.RR{z.negativeSOA(z.negTTL)}
@@ -146,9 +164,11 @@ func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, rnd rand64, dep
 }
 
 // records returns n's answer for qtype, or none with the negative TTL to use.
-func (t *table) records(n *node, qtype uint16, rnd rand64) ([]dns.RR, uint32) {
+func (t *table) records(n *node, qtype uint16, a *ask) ([]dns.RR, uint32) {
 	if s := n.service; s != nil && n.rrsets[qtype] == nil {
-		return s.records(qtype, rnd), min(n.zone.negTTL, s.ttl)
+		r, scope := t.place(s, a.client)
+		a.scope = max(a.scope, scope)
+		return s.records(qtype, r, a.rnd), min(n.zone.negTTL, s.ttl)
 	}
 	if rrs := n.rrsets[dns.TypeCNAME]; rrs != nil {
 		return rrs, n.zone.negTTL
@@ -171,9 +191,21 @@ func (n *node) anyRRset() []dns.RR {
 	return n.rrsets[best]
 }
 
-// records picks the service's answer for qtype and counts it.
-func (s *service) records(qtype uint16, rnd rand64) []dns.RR {
-	p := s.poolFor(qtype)
+// place returns the region index from which a latency service answers
+// client, and the ECS scope (prefix length) the placement used. Other
+// policies do not depend on the client: index 0, scope 0.
+func (t *table) place(s *service, client netip.Addr) (region int, scope uint8) {
+	if !s.latency() {
+		return 0, 0
+	}
+	pl := t.placer.Place(client)
+	return t.regionIdx[pl.Region], pl.Scope
+}
+
+// records picks the service's answer for qtype for a client of region
+// index r, and counts it.
+func (s *service) records(qtype uint16, r int, rnd rand64) []dns.RR {
+	p := s.poolFor(qtype, r)
 	if p == nil {
 		return nil
 	}

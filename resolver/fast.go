@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -12,10 +13,14 @@ import (
 // NXDOMAIN that fits the UDP limit. It returns the response length with the
 // query type and rcode for metrics, or n = 0 when the general path must
 // answer. Its answers equal the general path's (see fast_test.go).
-func (t *table) fastAnswer(q, out []byte, rnd rand64) (n int, qtype uint16, rcode int) {
+func (t *table) fastAnswer(q, out []byte, source netip.Addr, rnd rand64) (n int, qtype uint16, rcode int) {
 	qd, ok := parseQuery(q)
 	if !ok {
 		return 0, 0, 0
+	}
+	qd.client = source
+	if qd.ecs.present && qd.ecs.source > 0 {
+		qd.client = qd.ecs.addr
 	}
 	var lower [256]byte
 	name := lowerName(q[headerLen:qd.end-4], lower[:])
@@ -32,8 +37,8 @@ func (t *table) fastAnswer(q, out []byte, rnd rand64) (n int, qtype uint16, rcod
 	if !w.question(q[headerLen:qd.end]) {
 		return 0, 0, 0
 	}
-	rcode, ok = t.fastSections(&w, nd, z, qd, rnd)
-	if !ok || !w.opt(qd.edns, t.udp) || w.overflow {
+	rcode, ok = t.fastSections(&w, nd, z, &qd, rnd)
+	if !ok || !w.opt(&qd, t.udp) || w.overflow {
 		return 0, 0, 0
 	}
 	out[3] |= byte(rcode)
@@ -42,7 +47,7 @@ func (t *table) fastAnswer(q, out []byte, rnd rand64) (n int, qtype uint16, rcod
 
 // fastSections writes the answer or the negative SOA. ok is false when the
 // general path must answer (a CNAME to chase).
-func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd query, rnd rand64) (rcode int, ok bool) {
+func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd *query, rnd rand64) (rcode int, ok bool) {
 	if nd == nil {
 		w.negative(z, qd, z.negTTL)
 		return dns.RcodeNameError, true
@@ -51,7 +56,9 @@ func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd query, rnd ran
 		if s.pools[famCNAME] != nil && qd.qtype != dns.TypeCNAME {
 			return 0, false
 		}
-		return dns.RcodeSuccess, w.service(s, z, qd, rnd)
+		r, scope := t.place(s, qd.client)
+		qd.scope = max(qd.scope, scope)
+		return dns.RcodeSuccess, w.service(s, r, z, qd, rnd)
 	}
 	if nd.rrsets[dns.TypeCNAME] != nil && qd.qtype != dns.TypeCNAME {
 		return 0, false
@@ -72,6 +79,18 @@ type query struct {
 	edns   bool
 	udp    uint16 // the client's EDNS payload size
 	rd, cd bool
+	ecs    ecsOption
+	client netip.Addr // the ECS address, else the source
+	scope  uint8      // the ECS scope the answer depended on
+}
+
+// ecsOption is a client-subnet option as the query carried it.
+type ecsOption struct {
+	present bool
+	family  uint16
+	source  uint8
+	addr    netip.Addr
+	raw     []byte // the option's address bytes, echoed back
 }
 
 // limit is the largest response to send to this query over UDP.
@@ -108,8 +127,9 @@ func parseQuery(q []byte) (query, bool) {
 	return query{}, false
 }
 
-// parseOPT accepts an OPT record of version 0 whose options are only a
-// cookie or padding (both of which an authoritative server may ignore).
+// parseOPT accepts an OPT record of version 0 whose options are a valid
+// client subnet, a cookie or padding (the latter two an authoritative
+// server may ignore). Anything else is left to the general path.
 func parseOPT(q []byte, qd query) (query, bool) {
 	o := q[qd.end:]
 	if len(o) < 11 || o[0] != 0 || be16(o[1:]) != dns.TypeOPT || o[6] != 0 || int(be16(o[9:]))+11 != len(o) {
@@ -118,13 +138,56 @@ func parseOPT(q []byte, qd query) (query, bool) {
 	opts := o[11:]
 	for len(opts) >= 4 {
 		code, l := be16(opts), int(be16(opts[2:]))
-		if (code != dns.EDNS0COOKIE && code != dns.EDNS0PADDING) || l+4 > len(opts) {
+		if l+4 > len(opts) {
+			return query{}, false
+		}
+		switch code {
+		case dns.EDNS0COOKIE, dns.EDNS0PADDING:
+		case dns.EDNS0SUBNET:
+			if qd.ecs.present || !parseECS(opts[4:4+l], &qd.ecs) {
+				return query{}, false
+			}
+		default:
 			return query{}, false
 		}
 		opts = opts[4+l:]
 	}
 	qd.edns, qd.udp = true, be16(o[3:])
 	return qd, len(opts) == 0 && o[5] == 0
+}
+
+// parseECS reads a client-subnet option's value, accepting only what RFC
+// 7871 §7.1.2 allows: a known family, scope 0, exactly the address bytes
+// the source prefix needs and no bits set beyond it.
+func parseECS(v []byte, e *ecsOption) bool {
+	if len(v) < 4 {
+		return false
+	}
+	e.family, e.source = be16(v), v[2]
+	var a [16]byte
+	size := 0
+	switch e.family {
+	case 1:
+		size = 4
+	case 2:
+		size = 16
+	}
+	need := (int(e.source) + 7) / 8
+	if size == 0 || int(e.source) > 8*size || v[3] != 0 || len(v)-4 != need {
+		return false
+	}
+	e.raw = v[4:]
+	copy(a[:], e.raw)
+	if need > 0 && e.source%8 != 0 && e.raw[need-1]&(0xFF>>(e.source%8)) != 0 {
+		return false
+	}
+	e.present = true
+	if e.family == 1 {
+		e.addr = netip.AddrFrom4([4]byte(a[:4]))
+	} else {
+		e.addr = netip.AddrFrom16(a).Unmap()
+	}
+	return true
 }
 
 // lowerName writes the wire name as a lower-case presentation name
@@ -212,8 +275,8 @@ func (w *wireWriter) records(k int, rrs []byte) {
 }
 
 // service writes the service's pick for the query type, or NODATA.
-func (w *wireWriter) service(s *service, z *zone, qd query, rnd rand64) bool {
-	p := s.poolFor(qd.qtype)
+func (w *wireWriter) service(s *service, region int, z *zone, qd *query, rnd rand64) bool {
+	p := s.poolFor(qd.qtype, region)
 	if p == nil || len(p.ends) == 0 {
 		w.negative(z, qd, min(z.negTTL, s.ttl))
 		return true
@@ -234,7 +297,7 @@ func (w *wireWriter) service(s *service, z *zone, qd query, rnd rand64) bool {
 
 // negative writes the zone's SOA in the authority section with the TTL
 // given, its owner compressed to the apex's position inside the question.
-func (w *wireWriter) negative(z *zone, qd query, ttl uint32) {
+func (w *wireWriter) negative(z *zone, qd *query, ttl uint32) {
 	apex := headerLen + (qd.end - 4 - headerLen) - z.wireLen
 	start := w.n
 	w.put(z.soaWire)
@@ -246,15 +309,27 @@ func (w *wireWriter) negative(z *zone, qd query, ttl uint32) {
 	w.addCount(1, 1)
 }
 
-// opt writes our OPT record when the query had one.
-func (w *wireWriter) opt(edns bool, udp uint16) bool {
-	if !edns {
+// opt writes our OPT record when the query had one, echoing its client
+// subnet option with the scope the answer used.
+func (w *wireWriter) opt(qd *query, udp uint16) bool {
+	if !qd.edns {
 		return true
 	}
-	var o [11]byte
+	var o [11 + 8]byte
 	binary.BigEndian.PutUint16(o[1:], dns.TypeOPT)
 	binary.BigEndian.PutUint16(o[3:], udp)
-	w.put(o[:])
+	n := 11
+	if e := qd.ecs; e.present {
+		binary.BigEndian.PutUint16(o[9:], uint16(8+len(e.raw)))
+		binary.BigEndian.PutUint16(o[11:], dns.EDNS0SUBNET)
+		binary.BigEndian.PutUint16(o[13:], uint16(4+len(e.raw)))
+		binary.BigEndian.PutUint16(o[15:], e.family)
+		o[17], o[18], n = e.source, qd.scope, 19
+	}
+	w.put(o[:n])
+	if qd.ecs.present {
+		w.put(qd.ecs.raw)
+	}
 	w.addCount(2, 1)
 	return !w.overflow
 }

@@ -228,7 +228,7 @@ func FuzzServeUDP(f *testing.F) {
 		c := h.Sum64()
 		s.rnd = func() uint64 { return c }
 
-		n := s.respondUDP(pkt, out)
+		n := s.respondUDP(pkt, out, testClient)
 		if n < 0 || n > len(out) {
 			t.Fatalf("respondUDP returned %d for a %d-byte buffer", n, len(out))
 		}
@@ -240,7 +240,7 @@ func FuzzServeUDP(f *testing.F) {
 		req := new(dns.Msg)
 		if err := req.Unpack(pkt); err != nil {
 			checkUnparsable(t, pkt, n, got)
-			if fn, _, _ := tbl.fastAnswer(pkt, fast, s.rnd); fn > 0 {
+			if fn, _, _ := tbl.fastAnswer(pkt, fast, testClient, s.rnd); fn > 0 {
 				t.Fatalf("fast path answered a packet the general path cannot parse (%v)", err)
 			}
 			return
@@ -268,7 +268,7 @@ func FuzzServeUDP(f *testing.F) {
 
 		// The fast path alone, with ordinary random draws.
 		seed := rand.New(rand.NewPCG(c, 7))
-		fn, _, _ := tbl.fastAnswer(pkt, fast, seed.Uint64)
+		fn, _, _ := tbl.fastAnswer(pkt, fast, testClient, seed.Uint64)
 		if fn == 0 {
 			return
 		}
@@ -282,7 +282,7 @@ func FuzzServeUDP(f *testing.F) {
 // truncated to the UDP limit, packed and parsed again.
 func generalUDP(t *testing.T, tbl *table, req *dns.Msg, rnd rand64) *dns.Msg {
 	t.Helper()
-	resp := tbl.answer(req, rnd)
+	resp := tbl.answer(req, testClient, rnd)
 	if resp == nil {
 		return nil
 	}

@@ -48,7 +48,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_dns_dropped_packets_total",
 			Help: "Packets dropped unanswered: malformed beyond a header, or not a query."}),
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_dns_answers_total",
-			Help: "Endpoints given in answers, by service and endpoint."}, []string{"service", "endpoint"}),
+			Help: "Endpoints given in answers, by service, endpoint and the client's region (\"any\" for policies that do not place clients)."},
+			[]string{"service", "endpoint", "region"}),
 	}
 	for p, proto := range protoNames {
 		for _, t := range metricQtypes {
@@ -67,9 +68,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// answerCounter resolves the answers counter of one endpoint (compile time only).
-func (m *Metrics) answerCounter(service, endpoint string) prometheus.Counter {
-	return m.answers.WithLabelValues(service, endpoint)
+// answerCounter resolves the answers counter of one endpoint for clients
+// of one region (compile time only).
+func (m *Metrics) answerCounter(service, endpoint, region string) prometheus.Counter {
+	return m.answers.WithLabelValues(service, endpoint, region)
 }
 
 func (m *Metrics) query(proto int, qtype uint16) {

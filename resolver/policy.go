@@ -2,11 +2,14 @@ package resolver
 
 import (
 	"encoding/binary"
+	"math"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"meridian/config"
+	"meridian/placement"
 )
 
 // maxPick bounds how many endpoints one answer may carry (config.max_answers ≤ 64).
@@ -30,12 +33,18 @@ type service struct {
 	policy     string
 	ttl        uint32
 	maxAnswers int
-	pools      [famCount]*pool // nil: the service has no endpoint of that family
-	nodataTTL  uint32          // negative TTL when a family has nothing to answer
+	// pools[f] answers family f; nil: the service has no endpoint of it.
+	// For the latency policy, byRegion[f][r] answers clients placed in
+	// region r (table.regions order) and pools[f] is unused.
+	pools    [famCount]*pool
+	byRegion [famCount][]*pool
 }
 
+// latency reports whether the answer depends on where the client is.
+func (s *service) latency() bool { return s.policy == "latency" }
+
 // pool is the set of endpoints one family may answer right now, after
-// health, fail-open, failover priority and the zero-weight rule were applied.
+// health, fail-open, failover priority, nearness and the zero-weight rule.
 type pool struct {
 	ends     []*endpoint
 	cum      []uint64 // cumulative weights, cum[len-1] = total
@@ -51,16 +60,34 @@ type endpoint struct {
 	answers prometheus.Counter
 }
 
+// compiler builds a service's pools; it carries what every pool needs.
+type compiler struct {
+	svc     *config.Service
+	health  Health
+	metrics *Metrics
+	regions []string // the table's regions, in index order
+	locate  func(region string) ([2]float64, bool)
+}
+
 // newService compiles s for the health snapshot h.
-func newService(s *config.Service, h Health, m *Metrics) *service {
+func (c *compiler) newService() *service {
+	s := c.svc
 	svc := &service{name: s.Name, policy: s.Policy, ttl: s.TTL, maxAnswers: min(s.MaxAnswers, maxPick)}
 	var byFam [famCount][]config.Endpoint
 	for _, e := range s.Endpoints {
 		byFam[endpointFamily(e)] = append(byFam[endpointFamily(e)], e)
 	}
 	for f, ends := range byFam {
-		if len(ends) > 0 {
-			svc.pools[f] = newPool(s, family(f), ends, h, m)
+		if len(ends) == 0 {
+			continue
+		}
+		up, failOpen := c.upEndpoints(ends)
+		if !svc.latency() {
+			svc.pools[f] = c.newPool(family(f), c.policyFilter(up), failOpen, anyRegion)
+			continue
+		}
+		for _, r := range c.regions {
+			svc.byRegion[f] = append(svc.byRegion[f], c.newPool(family(f), c.nearest(up, r), failOpen, r))
 		}
 	}
 	return svc
@@ -77,36 +104,86 @@ func endpointFamily(e config.Endpoint) family {
 	}
 }
 
-// newPool keeps the endpoints that may be answered: the up ones (all of them
-// when none is up and the service fails open), for failover only the lowest
-// priority, and of those the positive-weight ones unless none has weight.
-func newPool(s *config.Service, f family, ends []config.Endpoint, h Health, m *Metrics) *pool {
-	p := &pool{}
-	up := filter(ends, func(e config.Endpoint) bool { return h.Up(s.Name, e.Name) })
-	if len(up) == 0 {
-		if !s.FailsOpen() {
-			return p
-		}
-		up, p.failOpen = ends, true
+// upEndpoints keeps the up endpoints, or all of them when none is up and the
+// service fails open (none when it does not).
+func (c *compiler) upEndpoints(ends []config.Endpoint) ([]config.Endpoint, bool) {
+	up := filter(ends, func(e config.Endpoint) bool { return c.health.Up(c.svc.Name, e.Name) })
+	if len(up) > 0 {
+		return up, false
 	}
-	if s.Policy == "failover" {
-		best := up[0].Priority
-		for _, e := range up {
-			best = min(best, e.Priority)
-		}
-		up = filter(up, func(e config.Endpoint) bool { return e.Priority == best })
+	if !c.svc.FailsOpen() {
+		return nil, false
 	}
-	positive := filter(up, func(e config.Endpoint) bool { return e.EffectiveWeight() > 0 })
-	var total uint64
+	return ends, true
+}
+
+// policyFilter keeps, for failover, the lowest priority present.
+func (c *compiler) policyFilter(up []config.Endpoint) []config.Endpoint {
+	if c.svc.Policy != "failover" || len(up) == 0 {
+		return up
+	}
+	best := up[0].Priority
 	for _, e := range up {
+		best = min(best, e.Priority)
+	}
+	return filter(up, func(e config.Endpoint) bool { return e.Priority == best })
+}
+
+// kmPerRTTms converts great-circle distance to an RTT estimate: light in
+// fibre covers about 200 km per ms one way, so 100 km per ms of round trip.
+const kmPerRTTms = 100
+
+// nearest keeps the endpoints whose RTT from region is within the
+// service's tolerance of the best. The RTT is the one measured from region,
+// else estimated from the distance between the regions' locations; an
+// endpoint with neither ranks after every endpoint that has one.
+func (c *compiler) nearest(up []config.Endpoint, region string) []config.Endpoint {
+	const unknown = time.Duration(math.MaxInt64)
+	rtts := make([]time.Duration, len(up))
+	best := unknown
+	for i, e := range up {
+		rtts[i] = c.rtt(e, region, unknown)
+		best = min(best, rtts[i])
+	}
+	var out []config.Endpoint
+	for i, e := range up {
+		if rtts[i] == best || best != unknown && rtts[i] != unknown && c.svc.Tolerance.Within(rtts[i], best) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (c *compiler) rtt(e config.Endpoint, region string, unknown time.Duration) time.Duration {
+	if d, ok := c.health.RTT(c.svc.Name, e.Name, region); ok {
+		return d
+	}
+	from, ok1 := c.locate(region)
+	to, ok2 := c.locate(e.Region)
+	if !ok1 || !ok2 {
+		return unknown
+	}
+	return time.Duration(placement.Distance(from, to) / kmPerRTTms * float64(time.Millisecond))
+}
+
+// anyRegion labels the answers of policies that do not place clients.
+const anyRegion = "any"
+
+// newPool weights the candidates: positive-weight ones unless none has
+// weight, in which case all share equally (Route 53's rule).
+func (c *compiler) newPool(f family, candidates []config.Endpoint, failOpen bool, region string) *pool {
+	p := &pool{failOpen: failOpen}
+	positive := filter(candidates, func(e config.Endpoint) bool { return e.EffectiveWeight() > 0 })
+	var total uint64
+	for _, e := range candidates {
 		w := uint64(e.EffectiveWeight())
 		if len(positive) == 0 {
-			w = 1 // Route 53: zero-weight endpoints share equally when no other is up
+			w = 1
 		} else if w == 0 {
 			continue
 		}
 		total += w
-		p.ends = append(p.ends, newEndpoint(s, f, e, w, m))
+		p.ends = append(p.ends, newEndpoint(c.svc, f, e, w, c.metrics.answerCounter(c.svc.Name, e.Name, region)))
 		p.cum = append(p.cum, total)
 	}
 	return p
@@ -122,7 +199,7 @@ func filter(ends []config.Endpoint, keep func(config.Endpoint) bool) []config.En
 	return out
 }
 
-func newEndpoint(s *config.Service, f family, e config.Endpoint, w uint64, m *Metrics) *endpoint {
+func newEndpoint(s *config.Service, f family, e config.Endpoint, w uint64, answers prometheus.Counter) *endpoint {
 	hdr := dns.RR_Header{Name: s.Name, Rrtype: familyType[f], Class: dns.ClassINET, Ttl: s.TTL}
 	var rr dns.RR
 	switch f {
@@ -133,7 +210,7 @@ func newEndpoint(s *config.Service, f family, e config.Endpoint, w uint64, m *Me
 	default:
 		rr = &dns.CNAME{Hdr: hdr, Target: e.CNAME}
 	}
-	return &endpoint{name: e.Name, weight: w, rr: rr, wire: packRR(rr), answers: m.answerCounter(s.Name, e.Name)}
+	return &endpoint{name: e.Name, weight: w, rr: rr, wire: packRR(rr), answers: answers}
 }
 
 // packRR packs rr uncompressed, with its owner replaced by a pointer to
@@ -222,22 +299,30 @@ func (p *pool) shuffle(k int, rnd rand64, out *[maxPick]*endpoint) int {
 	return min(k, n)
 }
 
-// poolFor returns the pool answering qtype at the service, or nil (NODATA).
-// A CNAME service answers its CNAME whatever the type.
-func (s *service) poolFor(qtype uint16) *pool {
-	if s.pools[famCNAME] != nil {
-		return s.pools[famCNAME]
+// familyFor returns the family answering qtype at the service, or false
+// (NODATA). A CNAME service answers its CNAME whatever the type.
+func (s *service) familyFor(qtype uint16) (family, bool) {
+	has := func(f family) bool { return s.pools[f] != nil || s.byRegion[f] != nil }
+	switch {
+	case has(famCNAME):
+		return famCNAME, true
+	case qtype == dns.TypeA || qtype == dns.TypeANY && has(famA):
+		return famA, has(famA)
+	case qtype == dns.TypeAAAA || qtype == dns.TypeANY:
+		return famAAAA, has(famAAAA)
 	}
-	switch qtype {
-	case dns.TypeA:
-		return s.pools[famA]
-	case dns.TypeAAAA:
-		return s.pools[famAAAA]
-	case dns.TypeANY:
-		if s.pools[famA] != nil {
-			return s.pools[famA]
-		}
-		return s.pools[famAAAA]
+	return 0, false
+}
+
+// poolFor returns the pool answering qtype for a client placed in region
+// index r (ignored unless the policy is latency), or nil (NODATA).
+func (s *service) poolFor(qtype uint16, r int) *pool {
+	f, ok := s.familyFor(qtype)
+	switch {
+	case !ok:
+		return nil
+	case s.latency():
+		return s.byRegion[f][r]
 	}
-	return nil
+	return s.pools[f]
 }

@@ -3,8 +3,10 @@ package resolver
 import (
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -50,7 +52,7 @@ func mustConfig(t testing.TB, text string) *config.Config {
 
 func mustTable(t testing.TB, cfg *config.Config, h Health) *table {
 	t.Helper()
-	tb, err := compile(cfg, h, NewMetrics(nil))
+	tb, err := compile(cfg, h, NewMetrics(nil), nil)
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
@@ -65,7 +67,7 @@ func TestWeightedDistribution(t *testing.T) {
 	counts := map[string]int{}
 	const n = 10000
 	for range n {
-		rrs := tb.names["w.example.test."].service.records(dns.TypeA, rnd)
+		rrs := tb.names["w.example.test."].service.records(dns.TypeA, 0, rnd)
 		if len(rrs) != 1 {
 			t.Fatalf("got %d answers, want 1", len(rrs))
 		}
@@ -85,7 +87,7 @@ func TestWeightedWithoutReplacement(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4)).Uint64
 	seen := map[string]int{}
 	for range 5000 {
-		rrs := tb.names["w2.example.test."].service.records(dns.TypeA, rnd)
+		rrs := tb.names["w2.example.test."].service.records(dns.TypeA, 0, rnd)
 		if len(rrs) != 2 || rrs[0].String() == rrs[1].String() {
 			t.Fatalf("want 2 distinct answers, got %v", rrs)
 		}
@@ -102,6 +104,11 @@ func TestWeightedWithoutReplacement(t *testing.T) {
 type downHealth map[string]bool
 
 func (d downHealth) Up(_, endpoint string) bool { return !d[endpoint] }
+
+func (downHealth) RTT(string, string, string) (time.Duration, bool) { return 0, false }
+
+// testClient is the source address of queries in internal tests.
+var testClient = netip.MustParseAddr("192.0.2.53")
 
 func TestPoolRules(t *testing.T) {
 	cfg := mustConfig(t, weightedConfig+`

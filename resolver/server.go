@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"meridian/config"
+	"meridian/placement"
 )
 
 // Options configures a Server.
@@ -44,6 +46,7 @@ type Server struct {
 	mu     sync.Mutex // serialises writers of table; never taken by queries
 	cfg    *config.Config
 	health Health
+	placer *placement.Placer
 
 	listen  []string
 	sockets int
@@ -71,27 +74,39 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // in. On error the previous table keeps serving. Listen addresses are fixed
 // at Run and not changed by Update.
 func (s *Server) Update(cfg *config.Config) error {
+	p, err := placement.New(placement.Options{Regions: cfg.Regions, NodeRegion: cfg.Node.Region, GeoIPFile: cfg.GeoIP.Database})
+	if err != nil {
+		return fmt.Errorf("resolver: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.swap(cfg, s.health)
+	old := s.placer
+	if err := s.swap(cfg, s.health, p); err != nil {
+		p.Close()
+		return err
+	}
+	if old != nil {
+		old.Close() // safe while old tables still use it: it only drops GeoIP
+	}
+	return nil
 }
 
 // SetHealth compiles the current configuration under h and swaps it in.
 func (s *Server) SetHealth(h Health) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.swap(s.cfg, h)
+	return s.swap(s.cfg, h, s.placer)
 }
 
-func (s *Server) swap(cfg *config.Config, h Health) error {
+func (s *Server) swap(cfg *config.Config, h Health, p *placement.Placer) error {
 	if h == nil {
 		h = AllUp{}
 	}
-	t, err := compile(cfg, h, s.opts.Metrics)
+	t, err := compile(cfg, h, s.opts.Metrics, p)
 	if err != nil {
 		return err
 	}
-	s.cfg, s.health = cfg, h
+	s.cfg, s.health, s.placer = cfg, h, p
 	s.table.Store(t)
 	return nil
 }
@@ -216,7 +231,7 @@ func (s *Server) serveTCPQuery(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
 	t := s.table.Load()
 	s.opts.Metrics.query(protoTCP, qtypeOf(req))
-	resp := t.answer(req, s.rnd)
+	resp := t.answer(req, addrOf(w.RemoteAddr()), s.rnd)
 	if resp == nil {
 		return
 	}
@@ -226,6 +241,14 @@ func (s *Server) serveTCPQuery(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	s.opts.Metrics.response(protoTCP, resp.Rcode)
 	s.opts.Metrics.duration[protoTCP].Observe(time.Since(start).Seconds())
+}
+
+// addrOf returns the IP of a TCP or UDP address (invalid for others).
+func addrOf(a net.Addr) netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 func qtypeOf(req *dns.Msg) uint16 {

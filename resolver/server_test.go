@@ -752,6 +752,8 @@ type health func(service, endpoint string) bool
 
 func (h health) Up(service, endpoint string) bool { return h(service, endpoint) }
 
+func (health) RTT(string, string, string) (time.Duration, bool) { return 0, false }
+
 // downSet reports the endpoints named "service/endpoint" down, and every
 // endpoint of a service named "service/*".
 func downSet(names ...string) resolver.Health {

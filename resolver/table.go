@@ -5,10 +5,12 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
 	"meridian/config"
+	"meridian/placement"
 )
 
 // Health is the resolver's view of endpoint health. The resolver consults it
@@ -19,22 +21,32 @@ type Health interface {
 	// Up reports whether the endpoint named endpoint of the service named
 	// service (a canonical FQDN) may be answered.
 	Up(service, endpoint string) bool
+	// RTT reports the round-trip time measured from region to the
+	// endpoint, if any node of the region measured it.
+	RTT(service, endpoint, region string) (time.Duration, bool)
 }
 
-// AllUp is the Health of a node without probes: every endpoint is up.
+// AllUp is the Health of a node without probes: every endpoint is up and
+// no RTT is known.
 type AllUp struct{}
 
 // Up always reports true.
 func (AllUp) Up(string, string) bool { return true }
 
+// RTT always reports none.
+func (AllUp) RTT(string, string, string) (time.Duration, bool) { return 0, false }
+
 // table is everything a query needs, compiled from one configuration and one
 // health snapshot. It is immutable once built and shared by all queries.
 type table struct {
-	names  map[string]*node // canonical FQDN → node
-	zones  []*zone          // longest origin first
-	nsid   []byte
-	udp    uint16
-	health Health
+	names     map[string]*node // canonical FQDN → node
+	zones     []*zone          // longest origin first
+	nsid      []byte
+	udp       uint16
+	health    Health
+	placer    *placement.Placer
+	regions   []string       // sorted region names: the index of latency pools
+	regionIdx map[string]int // region name → index in regions
 }
 
 // zone holds a zone's apex records.
@@ -63,9 +75,24 @@ type wireSet struct {
 	rrs   []byte
 }
 
-// compile builds the answer table for cfg under health h.
-func compile(cfg *config.Config, h Health, m *Metrics) (*table, error) {
-	t := &table{names: map[string]*node{}, udp: uint16(cfg.DNS.UDPSize), health: h}
+// compile builds the answer table for cfg under health h, placing clients with p.
+func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*table, error) {
+	t := &table{names: map[string]*node{}, udp: uint16(cfg.DNS.UDPSize), health: h, placer: p,
+		regionIdx: map[string]int{}}
+	for name := range cfg.Regions {
+		t.regions = append(t.regions, name)
+	}
+	slices.Sort(t.regions)
+	for i, name := range t.regions {
+		t.regionIdx[name] = i
+	}
+	locate := func(region string) ([2]float64, bool) {
+		r, ok := cfg.Regions[region]
+		if !ok || !r.HasLocation() {
+			return [2]float64{}, false
+		}
+		return [2]float64{r.Location[0], r.Location[1]}, true
+	}
 	if cfg.DNS.NSID {
 		t.nsid = []byte(cfg.Node.Name)
 	}
@@ -84,7 +111,8 @@ func compile(cfg *config.Config, h Health, m *Metrics) (*table, error) {
 		if z == nil {
 			return nil, fmt.Errorf("resolver: service %s lies in no zone", s.Name)
 		}
-		t.node(s.Name, z).service = newService(s, h, m)
+		c := &compiler{svc: s, health: h, metrics: m, regions: t.regions, locate: locate}
+		t.node(s.Name, z).service = c.newService()
 	}
 	return t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
@@ -27,7 +28,7 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			continue
 		}
 		start := time.Now()
-		if m := s.respondUDP(in[:n], out); m > 0 {
+		if m := s.respondUDP(in[:n], out, from.Addr().Unmap()); m > 0 {
 			_, _ = conn.WriteToUDPAddrPort(out[:m], from)
 			s.opts.Metrics.duration[protoUDP].Observe(time.Since(start).Seconds())
 		}
@@ -37,26 +38,26 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 // respondUDP writes the response to the query in pkt into out and returns
 // its length, or 0 to send nothing. It first tries the allocation-free fast
 // path, then the general one.
-func (s *Server) respondUDP(pkt, out []byte) int {
+func (s *Server) respondUDP(pkt, out []byte, source netip.Addr) int {
 	t := s.table.Load()
-	if n, qtype, rcode := t.fastAnswer(pkt, out, s.rnd); n > 0 {
+	if n, qtype, rcode := t.fastAnswer(pkt, out, source, s.rnd); n > 0 {
 		s.opts.Metrics.query(protoUDP, qtype)
 		s.opts.Metrics.response(protoUDP, rcode)
 		return n
 	}
-	return s.slowUDP(t, pkt, out)
+	return s.slowUDP(t, pkt, out, source)
 }
 
 // slowUDP answers through miekg/dns messages: every case the fast path
 // leaves (EDNS options, CNAME chains, ANY, errors, truncation).
-func (s *Server) slowUDP(t *table, pkt, out []byte) int {
+func (s *Server) slowUDP(t *table, pkt, out []byte, source netip.Addr) int {
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
 		s.opts.Metrics.dropped.Inc()
 		return formErr(pkt, out)
 	}
 	s.opts.Metrics.query(protoUDP, qtypeOf(req))
-	resp := t.answer(req, s.rnd)
+	resp := t.answer(req, source, s.rnd)
 	if resp == nil {
 		s.opts.Metrics.dropped.Inc()
 		return 0
