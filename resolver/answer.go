@@ -199,6 +199,9 @@ func (t *table) place(s *service, client netip.Addr) (region int, scope uint8) {
 		return 0, 0
 	}
 	pl := t.placer.Place(client)
+	if int(pl.Rule) < len(t.placed) {
+		t.placed[pl.Rule].Inc()
+	}
 	return t.regionIdx[pl.Region], pl.Scope
 }
 

@@ -3,6 +3,8 @@ package resolver
 import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"meridian/placement"
 )
 
 // Protocols a query arrives over, as metric label values and array indexes.
@@ -31,6 +33,7 @@ type Metrics struct {
 	truncated prometheus.Counter
 	dropped   prometheus.Counter
 	answers   *prometheus.CounterVec
+	placed    [3]prometheus.Counter // by placement.Rule
 }
 
 // NewMetrics creates the resolver's metrics and registers them with reg.
@@ -51,6 +54,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Endpoints given in answers, by service, endpoint and the client's region (\"any\" for policies that do not place clients)."},
 			[]string{"service", "endpoint", "region"}),
 	}
+	pv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_dns_placements_total",
+		Help: "Clients placed in a region for the latency policy, by the rule that placed them (network, geoip, node)."}, []string{"rule"})
+	for r := range m.placed {
+		m.placed[r] = pv.WithLabelValues(placement.Rule(r).String())
+	}
 	for p, proto := range protoNames {
 		for _, t := range metricQtypes {
 			m.queries[p] = append(m.queries[p], q.WithLabelValues(dns.TypeToString[t], proto))
@@ -63,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.duration[p] = d.WithLabelValues(proto)
 	}
 	if reg != nil {
-		reg.MustRegister(q, r, d, m.truncated, m.dropped, m.answers)
+		reg.MustRegister(q, r, d, pv, m.truncated, m.dropped, m.answers)
 	}
 	return m
 }

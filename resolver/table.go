@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"meridian/config"
 	"meridian/placement"
@@ -45,6 +46,7 @@ type table struct {
 	udp       uint16
 	health    Health
 	placer    *placement.Placer
+	placed    *[3]prometheus.Counter // by placement.Rule
 	regions   []string       // sorted region names: the index of latency pools
 	regionIdx map[string]int // region name → index in regions
 }
@@ -78,7 +80,7 @@ type wireSet struct {
 // compile builds the answer table for cfg under health h, placing clients with p.
 func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*table, error) {
 	t := &table{names: map[string]*node{}, udp: uint16(cfg.DNS.UDPSize), health: h, placer: p,
-		regionIdx: map[string]int{}}
+		regionIdx: map[string]int{}, placed: &m.placed}
 	for name := range cfg.Regions {
 		t.regions = append(t.regions, name)
 	}
