@@ -88,13 +88,7 @@ func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*ta
 	for i, name := range t.regions {
 		t.regionIdx[name] = i
 	}
-	locate := func(region string) ([2]float64, bool) {
-		r, ok := cfg.Regions[region]
-		if !ok || !r.HasLocation() {
-			return [2]float64{}, false
-		}
-		return [2]float64{r.Location[0], r.Location[1]}, true
-	}
+	locate := locator(cfg)
 	if cfg.DNS.NSID {
 		t.nsid = []byte(cfg.Node.Name)
 	}
@@ -117,6 +111,17 @@ func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*ta
 		t.node(s.Name, z).service = c.newService()
 	}
 	return t, nil
+}
+
+// locator returns a function giving a region's location, if configured.
+func locator(cfg *config.Config) func(region string) ([2]float64, bool) {
+	return func(region string) ([2]float64, bool) {
+		r, ok := cfg.Regions[region]
+		if !ok || !r.HasLocation() {
+			return [2]float64{}, false
+		}
+		return [2]float64{r.Location[0], r.Location[1]}, true
+	}
 }
 
 func newZone(zc *config.Zone) *zone {

@@ -22,6 +22,7 @@ Usage:
   meridian serve [-config config.toml] [-log-format text|json] [-log-level info]
   meridian check [config.toml]         validate a configuration and print its plan
   meridian status [-http ADDR] [-json] the health matrix of a running node
+  meridian explain NAME [-client IP | -ecs SUBNET]   why a client gets the answer it gets
   meridian certs init|issue|inspect    create and inspect the mTLS PKI
   meridian version
 
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "explain":
+		return runExplain(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
 	case "certs":

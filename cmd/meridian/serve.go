@@ -132,6 +132,7 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 	if err != nil {
 		return nil, err
 	}
+	n.admin.Handle("GET /api/v1/explain", explainHandler(n.dns))
 	return n, n.apply(cfg)
 }
 
