@@ -47,8 +47,8 @@ type table struct {
 	health    Health
 	placer    *placement.Placer
 	placed    *[3]prometheus.Counter // by placement.Rule
-	regions   []string       // sorted region names: the index of latency pools
-	regionIdx map[string]int // region name → index in regions
+	regions   []string               // sorted region names: the index of latency pools
+	regionIdx map[string]int         // region name → index in regions
 }
 
 // zone holds a zone's apex records.
