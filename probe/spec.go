@@ -13,7 +13,9 @@ import (
 
 // Spec is one configured check, prepared once for every probe that runs it:
 // the body regexp compiled, the DNS query parsed and the client identity
-// loaded. It is safe for concurrent use.
+// loaded. For TLS check types it also keeps each target's TLS session, which
+// probes resume between full handshakes (see "Session resumption" in
+// tls.go). It is safe for concurrent use.
 type Spec struct {
 	// Name is the check's name in [checks].
 	Name string
@@ -21,10 +23,11 @@ type Spec struct {
 	// the DNS fields mean the defaults config.Load would have filled in.
 	Check config.Check
 
-	probe ProbeFunc
-	body  *regexp.Regexp // nil: any body
-	query dnsQuery
-	id    *identity // nil for check types without TLS
+	probe    ProbeFunc
+	body     *regexp.Regexp // nil: any body
+	query    dnsQuery
+	id       *identity     // nil for check types without TLS
+	sessions *sessionCache // nil: no TLS session resumption (see tls.go)
 }
 
 // dnsQuery is a dns check's question and expected answer code.
@@ -67,6 +70,7 @@ func NewSpec(name string, c config.Check, defaults config.TLSFiles) (*Spec, erro
 			return nil, fmt.Errorf("check %s: client identity: %w", name, err)
 		}
 		s.id = id
+		s.sessions = newSessionCache(fullHandshakeEvery)
 	}
 	return s, nil
 }

@@ -21,6 +21,8 @@ const usage = `meridian: a DNS-based multi-region health router.
 Usage:
   meridian serve [-config config.toml] [-log-format text|json] [-log-level info]
   meridian check [config.toml]         validate a configuration and print its plan
+  meridian probe [-config config.toml] [-json] --check NAME ADDRESS[:PORT]
+                                       run one check once and print every phase
   meridian status [-http ADDR] [-json] the health matrix of a running node
   meridian explain NAME [-client IP | -ecs SUBNET]   why a client gets the answer it gets
   meridian certs init|issue|inspect    create and inspect the mTLS PKI
@@ -48,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "probe":
+		return runProbe(ctx, args[1:], stdout, stderr)
 	case "explain":
 		return runExplain(args[1:], stdout, stderr)
 	case "status":
