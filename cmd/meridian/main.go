@@ -26,6 +26,7 @@ Usage:
   meridian status [-http ADDR] [-json] the health matrix of a running node
   meridian explain NAME [-client IP | -ecs SUBNET]   why a client gets the answer it gets
   meridian certs init|issue|inspect    create and inspect the mTLS PKI
+  meridian keygen [-out FILE]          write a new AES-256 gossip key
   meridian version
 
 Run 'meridian COMMAND -h' for a command's flags.
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runExplain(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
+	case "keygen":
+		return runKeygen(args[1:], stdout, stderr)
 	case "certs":
 		return runCerts(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
