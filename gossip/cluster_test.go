@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"meridian/config"
 	"meridian/health"
 	"meridian/internal/certtest"
@@ -33,6 +35,10 @@ type spec struct {
 	join         []string
 	staleAfter   time.Duration // default 30 s
 	skipLeave    bool          // Run ends as if the process were killed
+	// transport, when set, gives the node's transport hook (see firewall).
+	transport func(*Node) func(memberlist.Transport) memberlist.Transport
+	// tune, when set, adjusts the memberlist configuration before Run.
+	tune func(*memberlist.Config)
 }
 
 // tnode is a running test node.
@@ -67,6 +73,12 @@ func startNode(t *testing.T, s spec) *tnode {
 		t.Fatal(err)
 	}
 	n.skipLeave = s.skipLeave
+	if s.transport != nil {
+		n.wrapTransport = s.transport(n)
+	}
+	if s.tune != nil {
+		s.tune(n.conf)
+	}
 	n.reconnectEvery = time.Second
 	n.conf.PushPullInterval = time.Hour // dissemination must not rely on anti-entropy
 	ctx, cancel := context.WithCancel(context.Background())

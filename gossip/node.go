@@ -81,6 +81,9 @@ type Node struct {
 	// Test hooks.
 	skipLeave      bool          // Run ends without Leave, as if the process were killed
 	reconnectEvery time.Duration // how often Run retries lost peers
+	// wrapTransport, when set, wraps the "udp" transport (memberlist's
+	// NetTransport), e.g. to drop a partitioned peer's traffic.
+	wrapTransport func(memberlist.Transport) memberlist.Transport
 }
 
 // New validates opts, reads the keyring and builds the memberlist
@@ -251,6 +254,14 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("gossip: %w", err)
 		}
 		n.conf.Transport = t
+	}
+	if n.wrapTransport != nil && n.conf.Transport == nil {
+		t, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{n.conf.BindAddr}, BindPort: n.conf.BindPort, Logger: n.conf.Logger})
+		if err != nil {
+			return fmt.Errorf("gossip: %w", err)
+		}
+		n.conf.Transport = n.wrapTransport(t)
 	}
 	ml, err := memberlist.Create(n.conf)
 	if err != nil {

@@ -1,6 +1,10 @@
 package health
 
 import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,4 +96,58 @@ func (s *Snapshot) ExportUp(g *prometheus.GaugeVec) {
 // (resolver.Health): what the latency policy ranks by.
 func (s *Snapshot) RTT(service, endpoint, region string) (time.Duration, bool) {
 	return s.Endpoint(service, endpoint).RTT(region)
+}
+
+// Change is an endpoint whose verdict differs between two snapshots, with
+// the region votes behind the new verdict.
+type Change struct {
+	Service, Endpoint string
+	From, To          State
+	Regions           []RegionVote
+}
+
+// Changes returns the checked endpoints whose verdict differs from prev to
+// cur, sorted by service and endpoint. Endpoints that only one of the two
+// holds (a reload added or removed them) are not changes.
+func Changes(prev, cur *Snapshot) []Change {
+	var out []Change
+	for k, e := range cur.endpoints {
+		p, ok := prev.endpoints[k]
+		if ok && e.Checked && p.State != e.State {
+			out = append(out, Change{Service: k.service, Endpoint: k.endpoint, From: p.State, To: e.State, Regions: e.Regions})
+		}
+	}
+	slices.SortFunc(out, func(a, b Change) int {
+		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.Endpoint, b.Endpoint))
+	})
+	return out
+}
+
+// Votes renders the region votes as "region=up(2/0) ...", for logs.
+func (c Change) Votes() string {
+	var b strings.Builder
+	for i, v := range c.Regions {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s(%d up/%d down)", v.Region, v.State, v.Up, v.Down)
+	}
+	return b.String()
+}
+
+// ExportRegionUp sets g{service, endpoint, region} to 1 where the region
+// votes the endpoint up and 0 where it votes down; regions that do not vote
+// have no series.
+func (s *Snapshot) ExportRegionUp(g *prometheus.GaugeVec) {
+	g.Reset()
+	for k, e := range s.endpoints {
+		for _, v := range e.Regions {
+			switch v.State {
+			case Up:
+				g.WithLabelValues(k.service, k.endpoint, v.Region).Set(1)
+			case Down:
+				g.WithLabelValues(k.service, k.endpoint, v.Region).Set(0)
+			}
+		}
+	}
 }

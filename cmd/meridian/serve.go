@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"meridian/admin"
 	"meridian/config"
+	"meridian/gossip"
 	"meridian/health"
 	"meridian/probe"
 	"meridian/resolver"
@@ -93,6 +95,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 // node is one running meridian: its components, wired together.
 //
 //	probe.Scheduler ─Result─▶ health.Local ─Changed─▶ publishHealth ─Snapshot─▶ resolver.Server
+//	                              │                       ▲
+//	                              ▼                       │ Changed
+//	                         gossip.Node ◀──▶ peers ─▶ health.Table
 type node struct {
 	log        *slog.Logger
 	reg        *prometheus.Registry
@@ -105,7 +110,9 @@ type node struct {
 	localSub   <-chan struct{}
 	snapshot   atomic.Pointer[health.Snapshot]
 	probes     *probe.Scheduler
+	gossip     *gossip.Node // nil without [gossip]
 	endpointUp *prometheus.GaugeVec
+	regionUp   *prometheus.GaugeVec
 }
 
 func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) {
@@ -114,7 +121,10 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 		buildInfo())
 	n.endpointUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_endpoint_up",
 		Help: "1 if the endpoint may be answered (up, unknown or unchecked), 0 if down."}, []string{"service", "endpoint"})
-	n.reg.MustRegister(n.endpointUp)
+	n.regionUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_endpoint_region_up",
+		Help: "1 if the region's nodes vote the endpoint up, 0 if down; no series while the region does not vote."},
+		[]string{"service", "endpoint", "region"})
+	n.reg.MustRegister(n.endpointUp, n.regionUp)
 	n.admin = admin.New(admin.Options{HTTP: cfg.HTTP, Gatherer: n.reg, Logger: log.With("component", "admin")})
 	n.local = health.NewLocal(log.With("component", "health"), nil)
 	n.localSub = n.local.Subscribe()
@@ -122,6 +132,14 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 		StaleAfter: cfg.Gossip.StaleAfter.Duration})
 	n.probes = probe.NewScheduler(probe.SchedulerOptions{Observer: n.local, Logger: log.With("component", "probe"),
 		Metrics: probe.NewMetrics(n.reg)})
+	if cfg.Gossip.Enabled {
+		var err error
+		n.gossip, err = gossip.New(gossip.Options{Config: cfg.Gossip, Name: cfg.Node.Name, Region: cfg.Node.Region,
+			Local: n.local, Table: n.table, Logger: log, Registerer: n.reg})
+		if err != nil {
+			return nil, err
+		}
+	}
 	n.snapshot.Store(health.NewSnapshot(cfg, n.table))
 	n.admin.Handle("GET /api/v1/status", admin.JSON(func() any {
 		return health.BuildStatus(n.cfg.Load(), n.snapshot.Load(), n.table, time.Now())
@@ -162,8 +180,13 @@ func (n *node) publishHealth(ctx context.Context) {
 			n.log.Error("health snapshot rejected", "err", err)
 			continue
 		}
-		n.snapshot.Store(snap)
+		prev := n.snapshot.Swap(snap)
+		for _, c := range health.Changes(prev, snap) {
+			n.log.Info("endpoint verdict changed", "service", c.Service, "endpoint", c.Endpoint,
+				"from", c.From.String(), "to", c.To.String(), "votes", c.Votes())
+		}
 		snap.ExportUp(n.endpointUp)
+		snap.ExportRegionUp(n.regionUp)
 	}
 }
 
@@ -185,6 +208,9 @@ func serve(ctx context.Context, cfg *config.Config, f serveFlags, log *slog.Logg
 	g.Go(func() error { return n.admin.Run(gctx) })
 	g.Go(func() error { return n.probes.Run(gctx) })
 	g.Go(func() error { n.publishHealth(gctx); return nil })
+	if n.gossip != nil {
+		g.Go(func() error { return n.gossip.Run(gctx) })
+	}
 	g.Go(func() error { n.reloadOnHUP(gctx); return nil })
 	g.Go(func() error { <-gctx.Done(); n.admin.SetReady(false); return nil })
 	log.Info("meridian started", "node", cfg.Node.Name, "region", cfg.Node.Region, "config", f.config)
@@ -212,6 +238,9 @@ func (n *node) reloadOnHUP(ctx context.Context) {
 func (n *node) reload() {
 	cfg, err := config.Load(n.file)
 	if err == nil {
+		err = n.reloadGossip(n.cfg.Load(), cfg)
+	}
+	if err == nil {
 		err = n.apply(cfg)
 	}
 	if err != nil {
@@ -219,4 +248,47 @@ func (n *node) reload() {
 		return
 	}
 	n.log.Info("configuration reloaded", "config", n.file)
+}
+
+// reloadGossip applies what a reload can change in gossip: the keyring
+// (rotation: add a key everywhere, make it primary, remove the old one).
+// Every other [gossip] key, and [node], take effect at the next restart;
+// each one that changed is logged as such.
+func (n *node) reloadGossip(old, cur *config.Config) error {
+	for _, k := range restartKeys(old, cur) {
+		n.log.Warn("configuration key changed: it takes effect at the next restart", "key", k)
+	}
+	if n.gossip == nil || cur.Gossip.Keyring == "" {
+		return nil
+	}
+	return n.gossip.UpdateKeyring(cur.Gossip.Keyring)
+}
+
+// restartKeys names the keys that differ between old and cur and that only
+// a restart applies.
+func restartKeys(old, cur *config.Config) []string {
+	var keys []string
+	diff := func(key string, changed bool) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	og, cg := old.Gossip, cur.Gossip
+	diff("node.name", old.Node.Name != cur.Node.Name)
+	diff("node.region", old.Node.Region != cur.Node.Region)
+	diff("dns.listen", !slices.Equal(old.DNS.Listen, cur.DNS.Listen))
+	diff("http.listen", old.HTTP.Listen != cur.HTTP.Listen)
+	diff("gossip", og.Enabled != cg.Enabled)
+	if og.Enabled && cg.Enabled {
+		diff("gossip.bind", og.Bind != cg.Bind)
+		diff("gossip.advertise", og.Advertise != cg.Advertise)
+		diff("gossip.join", !slices.Equal(og.Join, cg.Join))
+		diff("gossip.profile", og.Profile != cg.Profile)
+		diff("gossip.cluster", og.Cluster != cg.Cluster)
+		diff("gossip.transport", og.Transport != cg.Transport)
+		diff("gossip.stale_after", og.StaleAfter != cg.StaleAfter)
+		diff("gossip.keyring", (og.Keyring == "") != (cg.Keyring == ""))
+		diff("gossip.tls", og.TLSFiles != cg.TLSFiles)
+	}
+	return keys
 }
