@@ -55,7 +55,7 @@ type tnode struct {
 
 // startNode runs a node until the test ends (or stop) and waits until it
 // has bound its address.
-func startNode(t *testing.T, s spec) *tnode {
+func startNode(t testing.TB, s spec) *tnode {
 	t.Helper()
 	if s.gossip.Profile == "" {
 		s.gossip = loopbackGossip()
@@ -97,7 +97,7 @@ func startNode(t *testing.T, s spec) *tnode {
 }
 
 // stop ends the node's Run and waits for it to return.
-func (tn *tnode) stop(t *testing.T) {
+func (tn *tnode) stop(t testing.TB) {
 	t.Helper()
 	tn.stopOnce.Do(func() {
 		tn.cancel()
@@ -189,7 +189,7 @@ var (
 
 // eventually polls cond every 20 ms until it holds, failing the test after
 // timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

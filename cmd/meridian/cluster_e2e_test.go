@@ -44,7 +44,7 @@ type process struct {
 
 // startProcess runs `meridian serve -config file` as a child process until
 // the test ends (or stop/kill).
-func startProcess(t *testing.T, name, file string) *process {
+func startProcess(t testing.TB, name, file string) *process {
 	t.Helper()
 	p := &process{name: name, logs: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
@@ -64,7 +64,7 @@ func startProcess(t *testing.T, name, file string) *process {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *process) stop(t *testing.T) {
+func (p *process) stop(t testing.TB) {
 	t.Helper()
 	if p.cmd.ProcessState != nil {
 		return
@@ -97,7 +97,7 @@ type clusterNode struct {
 }
 
 // statusJSON reads the node's /api/v1/status.
-func (c *clusterNode) status(t *testing.T) (health.Status, bool) {
+func (c *clusterNode) status(t testing.TB) (health.Status, bool) {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", c.httpPort))
 	if err != nil {
 		return health.Status{}, false
@@ -111,7 +111,7 @@ func (c *clusterNode) status(t *testing.T) (health.Status, bool) {
 }
 
 // aliveMembers returns the names of the members the node sees alive.
-func (c *clusterNode) aliveMembers(t *testing.T) []string {
+func (c *clusterNode) aliveMembers(t testing.TB) []string {
 	st, ok := c.status(t)
 	if !ok {
 		return nil
@@ -125,10 +125,21 @@ func (c *clusterNode) aliveMembers(t *testing.T) []string {
 	return out
 }
 
+// clusterOpts are the knobs of a test cluster's configuration.
+type clusterOpts struct {
+	quorum            string // the service's quorum
+	profile           string // gossip profile
+	interval, timeout string // the check's
+}
+
+// fastCluster suits tests: quick probes, memberlist's "local" timing.
+var fastCluster = clusterOpts{quorum: "majority", profile: "local", interval: "250ms", timeout: "200ms"}
+
 // clusterConfig writes node i's configuration: three regions, one node
 // each, gossip on loopback with an encrypted keyring, an mTLS https check
-// of three backends (127.0.0.1-3) and a multivalue service over them.
-func clusterConfig(t *testing.T, dir string, nodes []*clusterNode, i int, tlsFiles [3]string, keyring string, backendPort int, quorum string) string {
+// (rise 1, fall 2) of three backends (127.0.0.1-3) and a multivalue service
+// over them.
+func clusterConfig(t testing.TB, dir string, nodes []*clusterNode, i int, tlsFiles [3]string, keyring string, backendPort int, o clusterOpts) string {
 	t.Helper()
 	c := nodes[i]
 	var join []string
@@ -147,7 +158,7 @@ listen = "127.0.0.1:%d"
 [gossip]
 bind = "127.0.0.1:%d"
 join = [%s]
-profile = "local"
+profile = %q
 cluster = "e2e"
 keyring = %q
 stale_after = "3s"
@@ -162,8 +173,8 @@ key = %q
 type = "https"
 port = %d
 path = "/healthz"
-interval = "250ms"
-timeout = "200ms"
+interval = %q
+timeout = %q
 rise = 1
 fall = 2
 [[zones]]
@@ -179,8 +190,8 @@ endpoints = [
   { name = "two", region = "r2", address = "127.0.0.2" },
   { name = "three", region = "r3", address = "127.0.0.3" },
 ]
-`, c.name, c.region, c.dnsPort, c.httpPort, c.gossipP, strings.Join(join, ", "), keyring,
-		tlsFiles[0], tlsFiles[1], tlsFiles[2], backendPort, quorum)
+`, c.name, c.region, c.dnsPort, c.httpPort, c.gossipP, strings.Join(join, ", "), o.profile, keyring,
+		tlsFiles[0], tlsFiles[1], tlsFiles[2], backendPort, o.interval, o.timeout, o.quorum)
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +201,7 @@ endpoints = [
 // startClusterProcesses starts three regions of one `meridian serve`
 // process each, and three mTLS backends, and waits until every node sees
 // every member and answers every endpoint.
-func startClusterProcesses(t *testing.T, quorum string) ([]*clusterNode, map[string]*mtlsBackend) {
+func startClusterProcesses(t testing.TB, o clusterOpts) ([]*clusterNode, map[string]*mtlsBackend) {
 	t.Helper()
 	dir := t.TempDir()
 	ca := certtest.New(t)
@@ -214,7 +225,7 @@ func startClusterProcesses(t *testing.T, quorum string) ([]*clusterNode, map[str
 			dnsPort: freePort(t), httpPort: freePort(t), gossipP: freePort(t)})
 	}
 	for i, c := range nodes {
-		c.file = clusterConfig(t, dir, nodes, i, [3]string{caFile, certFile, keyFile}, keyring, port, quorum)
+		c.file = clusterConfig(t, dir, nodes, i, [3]string{caFile, certFile, keyFile}, keyring, port, o)
 		c.proc = startProcess(t, c.name, c.file)
 	}
 	all := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
@@ -228,7 +239,7 @@ func startClusterProcesses(t *testing.T, quorum string) ([]*clusterNode, map[str
 }
 
 // votingRegions is how many regions vote on the endpoint at node c.
-func votingRegions(t *testing.T, c *clusterNode, endpoint string) int {
+func votingRegions(t testing.TB, c *clusterNode, endpoint string) int {
 	st, ok := c.status(t)
 	if !ok {
 		return 0
@@ -250,7 +261,7 @@ func votingRegions(t *testing.T, c *clusterNode, endpoint string) int {
 }
 
 // everyNodeAnswers waits until every node answers exactly want.
-func everyNodeAnswers(t *testing.T, nodes []*clusterNode, limit time.Duration, what string, want ...string) time.Duration {
+func everyNodeAnswers(t testing.TB, nodes []*clusterNode, limit time.Duration, what string, want ...string) time.Duration {
 	t.Helper()
 	slices.Sort(want)
 	return eventually(t, limit, what, func() bool {
@@ -268,7 +279,7 @@ func everyNodeAnswers(t *testing.T, nodes []*clusterNode, limit time.Duration, w
 // leaves every node's answers and comes back to all of them; a node that is
 // killed and restarted rejoins with a new epoch, and its votes count again.
 func TestClusterProcessesFailover(t *testing.T) {
-	nodes, backends := startClusterProcesses(t, "majority")
+	nodes, backends := startClusterProcesses(t, fastCluster)
 
 	backends["127.0.0.2"].Stop()
 	took := everyNodeAnswers(t, nodes, 10*time.Second, "the stopped backend leaving every node's answers", "127.0.0.1", "127.0.0.3")

@@ -18,7 +18,7 @@ import (
 // mtlsBackend is an HTTPS server demanding client certificates from ca,
 // listening on addr; Stop and Start take it down and bring it back.
 type mtlsBackend struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	conf *tls.Config
 	srv  *http.Server
@@ -44,14 +44,14 @@ func (b *mtlsBackend) Start() {
 func (b *mtlsBackend) Stop() { b.srv.Close() }
 
 // answersOf asks dig for name's A records, sorted.
-func answersOf(t *testing.T, port int, name string) []string {
+func answersOf(t testing.TB, port int, name string) []string {
 	lines := strings.Fields(dig(t, port, name, "+short"))
 	slices.Sort(lines)
 	return lines
 }
 
 // eventually polls cond every 50 ms until it holds or limit passes.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < limit {

@@ -21,7 +21,7 @@ import (
 )
 
 // freePort returns a port that is free for both UDP and TCP on 127.0.0.1.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -121,7 +121,7 @@ func waitReady(t *testing.T, httpPort int, done chan int, logs *syncBuffer) {
 	t.Fatalf("not ready after 10s; log:\n%s", logs)
 }
 
-func digPath(t *testing.T) string {
+func digPath(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("dig")
 	if err != nil {
@@ -130,7 +130,7 @@ func digPath(t *testing.T) string {
 	return p
 }
 
-func dig(t *testing.T, port int, args ...string) string {
+func dig(t testing.TB, port int, args ...string) string {
 	t.Helper()
 	all := append([]string{"@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=1"}, args...)
 	out, err := exec.Command(digPath(t), all...).CombinedOutput()
