@@ -192,4 +192,3 @@ func (c countingConn) Write(b []byte) (int, error) {
 	c.total.Add(int64(n))
 	return n, err
 }
-
