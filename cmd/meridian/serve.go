@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -113,6 +116,9 @@ type node struct {
 	gossip     *gossip.Node // nil without [gossip]
 	endpointUp *prometheus.GaugeVec
 	regionUp   *prometheus.GaugeVec
+	reloadMu   sync.Mutex // serializes reloads
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
 }
 
 func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) {
@@ -124,7 +130,13 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 	n.regionUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_endpoint_region_up",
 		Help: "1 if the region's nodes vote the endpoint up, 0 if down; no series while the region does not vote."},
 		[]string{"service", "endpoint", "region"})
-	n.reg.MustRegister(n.endpointUp, n.regionUp)
+	n.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_config_last_reload_successful",
+		Help: "1 if the last configuration load (start or reload) succeeded, 0 if it was rejected."})
+	n.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully, as a Unix time."})
+	n.reloadOK.Set(1)
+	n.reloadTime.SetToCurrentTime()
+	n.reg.MustRegister(n.endpointUp, n.regionUp, n.reloadOK, n.reloadTime)
 	n.admin = admin.New(admin.Options{HTTP: cfg.HTTP, Gatherer: n.reg, Logger: log.With("component", "admin")})
 	n.local = health.NewLocal(log.With("component", "health"), nil)
 	n.localSub = n.local.Subscribe()
@@ -151,6 +163,7 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 		return nil, err
 	}
 	n.admin.Handle("GET /api/v1/explain", explainHandler(n.dns))
+	n.admin.Handle("POST /api/v1/reload", n.reloadHandler())
 	return n, n.apply(cfg)
 }
 
@@ -230,12 +243,19 @@ func (n *node) reloadOnHUP(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			n.reload()
+			_ = n.reload() // logged
+
 		}
 	}
 }
 
-func (n *node) reload() {
+// reload loads the configuration file again and applies it. On any error
+// the running configuration keeps serving; the error is logged, counted in
+// meridian_config_last_reload_successful and returned. Reloads (SIGHUP and
+// POST /api/v1/reload) are serialized.
+func (n *node) reload() error {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
 	cfg, err := config.Load(n.file)
 	if err == nil {
 		err = n.reloadGossip(n.cfg.Load(), cfg)
@@ -244,10 +264,34 @@ func (n *node) reload() {
 		err = n.apply(cfg)
 	}
 	if err != nil {
+		n.reloadOK.Set(0)
 		n.log.Error("reload rejected: the previous configuration keeps serving", "err", err)
-		return
+		return err
 	}
+	for _, w := range cfg.Warnings {
+		n.log.Warn("configuration", "key", w.Key, "warning", w.Msg)
+	}
+	n.reloadOK.Set(1)
+	n.reloadTime.SetToCurrentTime()
 	n.log.Info("configuration reloaded", "config", n.file)
+	return nil
+}
+
+// reloadHandler serves POST /api/v1/reload: 200 when the file was loaded
+// and applied, 422 with the error (the old configuration keeps serving).
+func (n *node) reloadHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		res := struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error,omitempty"`
+		}{OK: true}
+		if err := n.reload(); err != nil {
+			res.OK, res.Error = false, err.Error()
+			w.WriteHeader(http.StatusUnprocessableEntity)
+		}
+		_ = json.NewEncoder(w).Encode(res)
+	})
 }
 
 // reloadGossip applies what a reload can change in gossip: the keyring
