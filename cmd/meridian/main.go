@@ -20,6 +20,7 @@ const usage = `meridian: a DNS-based multi-region health router.
 
 Usage:
   meridian serve [-config config.toml] [-log-format text|json] [-log-level info]
+  meridian demo [-fail-after 30s]      a three-region cluster on loopback, no files needed
   meridian check [config.toml]         validate a configuration and print its plan
   meridian probe [-config config.toml] [-json] --check NAME ADDRESS[:PORT]
                                        run one check once and print every phase
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runExplain(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return runKeygen(args[1:], stdout, stderr)
 	case "certs":
