@@ -2,7 +2,7 @@
 # deps.sh: install the Debian packages meridian's tests use, if missing.
 # Runs apt-get update only when something must be installed. Needs root.
 set -euo pipefail
-PKGS=(bind9-dnsutils postgresql iproute2 iptables systemd prometheus chromium)
+PKGS=(bind9-dnsutils postgresql iproute2 iptables iputils-ping systemd prometheus chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
