@@ -83,6 +83,8 @@ testdata/invalid-tcp-check-https-keys.toml: checks.db.expect_status: applies onl
 	{"invalid-zone-file-outside.toml", `testdata/invalid-zone-file-outside.toml: zones[0].records: testdata/zones/outside.zone: www.example.org. is outside the zone gslb.example.test.`},
 	{"invalid-zone-file-soa-ns.toml", `testdata/invalid-zone-file-soa-ns.toml: zones[0].records: testdata/zones/soa-ns.zone: gslb.example.test. SOA: SOA and NS come from the [[zones]] table
 testdata/invalid-zone-file-soa-ns.toml: zones[0].records: testdata/zones/soa-ns.zone: gslb.example.test. NS: SOA and NS come from the [[zones]] table`},
+	{"invalid-zone-file-delegation.toml", `testdata/invalid-zone-file-delegation.toml: zones[0].records: testdata/zones/delegation.zone: api.gslb.example.test. TXT lies in the delegation of gslb.example.test.: only NS and DS at the cut and glue (A, AAAA) may be there
+testdata/invalid-zone-file-delegation.toml: services[0].name: "api.gslb.example.test." lies in the delegation of gslb.example.test. in testdata/zones/delegation.zone: the zone refers it to other servers`},
 	{"invalid-zone-file-class.toml", `testdata/invalid-zone-file-class.toml: zones[0].records: testdata/zones/class.zone: www.gslb.example.test.: only class IN is served`},
 
 	// [[services]].

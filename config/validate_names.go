@@ -59,7 +59,8 @@ func (v *validator) nestedZones() {
 }
 
 // zoneFile reads static records in RFC 1035 syntax. Errors name file:line.
-// SOA and NS records are not allowed: they come from the [[zones]] table.
+// SOA records and NS records at the apex are not allowed: they come from
+// the [[zones]] table. NS records below the apex delegate their name.
 func (v *validator) zoneFile(key string, z *Zone) []dns.RR {
 	f, err := os.Open(z.Records)
 	if err != nil {
@@ -81,7 +82,43 @@ func (v *validator) zoneFile(key string, z *Zone) []dns.RR {
 	if err := zp.Err(); err != nil {
 		v.errorf(key, "%s", zoneFileError(err))
 	}
+	cuts := delegations(rrs, z.Origin)
+	for _, rr := range rrs {
+		if msg := occludedProblem(rr, cuts); msg != "" {
+			v.errorf(key, "%s: %s", z.Records, msg)
+		}
+	}
 	return rrs
+}
+
+// delegations returns the names below origin that rrs give an NS set:
+// the zone cuts, where the zone's servers refer to other servers.
+func delegations(rrs []dns.RR, origin string) []string {
+	var cuts []string
+	for _, rr := range rrs {
+		h := rr.Header()
+		if h.Rrtype == dns.TypeNS && h.Name != origin && !slices.Contains(cuts, h.Name) {
+			cuts = append(cuts, h.Name)
+		}
+	}
+	return cuts
+}
+
+// occludedProblem rejects data below a delegation that no one would see:
+// there the zone holds only the cut's NS (and DS) set and glue addresses.
+func occludedProblem(rr dns.RR, cuts []string) string {
+	h := rr.Header()
+	for _, cut := range cuts {
+		switch {
+		case !InZone(h.Name, cut):
+		case h.Name == cut && (h.Rrtype == dns.TypeNS || h.Rrtype == dns.TypeDS):
+		case h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA:
+		default:
+			return fmt.Sprintf("%s %s lies in the delegation of %s: only NS and DS at the cut and glue (A, AAAA) may be there",
+				h.Name, dns.TypeToString[h.Rrtype], cut)
+		}
+	}
+	return ""
 }
 
 // zoneFilePos matches miekg/dns's `FILE: dns: MSG: "TOKEN" at line: L:C`.
@@ -97,7 +134,7 @@ func staticRecordProblem(rr dns.RR, origin string) string {
 	switch {
 	case !InZone(strings.ToLower(h.Name), origin):
 		return fmt.Sprintf("%s is outside the zone %s", h.Name, origin)
-	case h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS:
+	case h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS && strings.EqualFold(h.Name, origin):
 		return fmt.Sprintf("%s %s: SOA and NS come from the [[zones]] table", h.Name, dns.TypeToString[h.Rrtype])
 	case h.Class != dns.ClassINET:
 		return fmt.Sprintf("%s: only class IN is served", h.Name)
@@ -134,6 +171,13 @@ func (v *validator) serviceZone(key string, s *Service) {
 	if s.Zone < 0 {
 		v.errorf(key+".name", "%q is not inside any zone", s.Name)
 		return
+	}
+	z := v.cfg.Zones[s.Zone]
+	for _, cut := range delegations(z.RRs, z.Origin) {
+		if InZone(s.Name, cut) {
+			v.errorf(key+".name", "%q lies in the delegation of %s in %s: the zone refers it to other servers", s.Name, cut, z.Records)
+			return
+		}
 	}
 	for _, rr := range v.cfg.Zones[s.Zone].RRs {
 		if rr.Header().Name == s.Name {

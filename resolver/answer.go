@@ -127,6 +127,10 @@ func (t *table) lookup(q dns.Question, resp *dns.Msg, a *ask) {
 		resp.Rcode = dns.RcodeRefused
 		return
 	}
+	if c := t.cutOf(name); c.refers(name, q.Qtype) {
+		c.refer(resp)
+		return
+	}
 	resp.Authoritative = true
 	n := t.names[name]
 	if n == nil {
@@ -154,6 +158,9 @@ func (t *table) answerNode(n *node, qtype uint16, resp *dns.Msg, a *ask, depth i
 		if strings.EqualFold(rr.Header().Name, target) {
 			return // a loop: every name of it is answered once
 		}
+	}
+	if t.cutOf(target) != nil {
+		return // delegated: the resolver follows the CNAME to the referral itself
 	}
 	if next := t.names[target]; next != nil {
 		t.answerNode(next, qtype, resp, a, depth+1)

@@ -29,7 +29,7 @@ func (t *table) fastAnswer(q, out []byte, source netip.Addr, rnd rand64) (n int,
 	}
 	nd := t.names[string(name)]
 	z := t.zoneOfWire(nd, name)
-	if z == nil || qd.qtype == dns.TypeANY || qd.qtype == dns.TypeAXFR || qd.qtype == dns.TypeIXFR {
+	if z == nil || qd.qtype == dns.TypeANY || qd.qtype == dns.TypeAXFR || qd.qtype == dns.TypeIXFR || t.delegated(name) {
 		return 0, 0, 0
 	}
 	w := wireWriter{out: out, limit: qd.limit(t.udp)}

@@ -42,6 +42,7 @@ func (AllUp) RTT(string, string, string) (time.Duration, bool) { return 0, false
 type table struct {
 	names     map[string]*node // canonical FQDN → node
 	zones     []*zone          // longest origin first
+	cuts      []*cut           // delegations inside our zones (delegation.go)
 	nsid      []byte
 	udp       uint16
 	health    Health
@@ -98,6 +99,7 @@ func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*ta
 		t.addZone(z, &cfg.Zones[i])
 	}
 	slices.SortFunc(t.zones, func(a, b *zone) int { return len(b.origin) - len(a.origin) })
+	t.findCuts()
 	for _, n := range t.names {
 		n.packWire()
 	}
@@ -106,6 +108,9 @@ func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*ta
 		z := t.zoneOf(s.Name)
 		if z == nil {
 			return nil, fmt.Errorf("resolver: service %s lies in no zone", s.Name)
+		}
+		if c := t.cutOf(s.Name); c != nil {
+			return nil, fmt.Errorf("resolver: service %s lies in the delegation of %s", s.Name, c.name)
 		}
 		c := &compiler{svc: s, health: h, metrics: m, regions: t.regions, locate: locate}
 		t.node(s.Name, z).service = c.newService()
