@@ -13,15 +13,32 @@ const maxCNAMEChase = 8
 // ask is one query being answered: where it came from, and what the
 // answer came to depend on.
 type ask struct {
-	rnd    rand64
-	client netip.Addr // the ECS address when the query has one, else its source
-	scope  uint8      // ECS scope: the prefix length the answer depended on
-	ecs    *dns.EDNS0_SUBNET
+	rnd     rand64
+	source  netip.Addr // the packet's source: the resolver
+	client  netip.Addr // the ECS address when the query has one, else its source
+	scope   uint8      // ECS scope: the prefix length the answer depended on
+	ecs     *dns.EDNS0_SUBNET
+	ecsAddr netip.Addr // the ECS option's address (invalid without one)
+	sent    *sent
+}
+
+// cacheSubnet is the client subnet the answer so far is cached under.
+func (a *ask) cacheSubnet() netip.Prefix {
+	if a.ecs == nil {
+		return netip.Prefix{}
+	}
+	return cacheSubnet(a.ecsAddr, a.ecs.SourceNetmask, a.scope)
 }
 
 // answer builds the response to req, which came from source, from table
-// t. It returns nil when req must not be answered (it is itself a response).
-func (t *table) answer(req *dns.Msg, source netip.Addr, rnd rand64) *dns.Msg {
+// t, noting in snt (reset first; nil: not wanted) the service answers it
+// carries for the recorder. It returns nil when req must not be answered
+// (it is itself a response).
+func (t *table) answer(req *dns.Msg, source netip.Addr, rnd rand64, snt *sent) *dns.Msg {
+	if snt == nil {
+		snt = new(sent)
+	}
+	snt.reset(t, source)
 	if req.Response {
 		return nil
 	}
@@ -29,7 +46,7 @@ func (t *table) answer(req *dns.Msg, source netip.Addr, rnd rand64) *dns.Msg {
 	resp.Id, resp.Response, resp.Opcode = req.Id, true, req.Opcode
 	resp.RecursionDesired, resp.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
 	resp.Question = req.Question
-	a := &ask{rnd: rnd, client: source}
+	a := &ask{rnd: rnd, source: source, client: source, sent: snt}
 	if rcode := t.edns(req, resp, a); rcode != dns.RcodeSuccess {
 		resp.Rcode = rcode
 		return resp
@@ -45,6 +62,7 @@ func (t *table) answer(req *dns.Msg, source netip.Addr, rnd rand64) *dns.Msg {
 	if a.ecs != nil {
 		a.ecs.SourceScope = a.scope
 	}
+	snt.ecs = a.cacheSubnet()
 	return resp
 }
 
@@ -86,6 +104,7 @@ func (t *table) edns(req, resp *dns.Msg, a *ask) int {
 			out.Option = append(out.Option, a.ecs)
 			if addr, ok := netip.AddrFromSlice(o.Address); ok && o.SourceNetmask > 0 {
 				a.client = addr.Unmap() // RFC 7871 §7.1.2: prefix 0 means use the source
+				a.ecsAddr = a.client
 			}
 		}
 	}
@@ -175,7 +194,10 @@ func (t *table) records(n *node, qtype uint16, a *ask) ([]dns.RR, uint32) {
 	if s := n.service; s != nil && n.rrsets[qtype] == nil {
 		r, scope := t.place(s, a.client)
 		a.scope = max(a.scope, scope)
-		return s.records(qtype, r, a.rnd), min(n.zone.negTTL, s.ttl)
+		ch := t.chooser(s, a.source, a.cacheSubnet(), a.rnd)
+		rrs, ends := s.records(qtype, r, &ch)
+		a.sent.add(s, ends)
+		return rrs, min(n.zone.negTTL, s.ttl)
 	}
 	if rrs := n.rrsets[dns.TypeCNAME]; rrs != nil {
 		return rrs, n.zone.negTTL
@@ -213,20 +235,21 @@ func (t *table) place(s *service, client netip.Addr) (region int, scope uint8) {
 }
 
 // records picks the service's answer for qtype for a client of region
-// index r, and counts it.
-func (s *service) records(qtype uint16, r int, rnd rand64) []dns.RR {
+// index r, drawing from c, and counts it. It returns the records with the
+// picked endpoints' bits.
+func (s *service) records(qtype uint16, r int, c *chooser) ([]dns.RR, uint64) {
 	p := s.poolFor(qtype, r)
 	if p == nil {
-		return nil
+		return nil, 0
 	}
 	var picked [maxPick]*endpoint
-	k := p.pick(s.policy, s.maxAnswers, rnd, &picked)
+	k, ends := p.pick(s.policy, s.maxAnswers, c, &picked)
 	rrs := make([]dns.RR, k)
 	for i, e := range picked[:k] {
 		rrs[i] = e.rr
 		e.answers.Inc()
 	}
-	return rrs
+	return rrs, ends
 }
 
 // negativeSOA is the zone's SOA for the authority section of a negative

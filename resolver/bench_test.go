@@ -65,9 +65,10 @@ func BenchmarkServeDNS(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			out := make([]byte, maxUDPPacket)
+			var snt sent
 			b.ReportAllocs()
 			for b.Loop() {
-				if s.respondUDP(c.pkt, out, testClient) == 0 {
+				if s.respondUDP(c.pkt, out, testClient, &snt) == 0 {
 					b.Fatal("no answer")
 				}
 			}
@@ -100,7 +101,7 @@ func BenchmarkServeDNSGeneral(b *testing.B) {
 	t := s.table.Load()
 	b.ReportAllocs()
 	for b.Loop() {
-		if s.slowUDP(t, pkt, out, testClient) == 0 {
+		if s.slowUDP(t, pkt, out, testClient, new(sent)) == 0 {
 			b.Fatal("no answer")
 		}
 	}
@@ -117,10 +118,11 @@ func TestFastPathDoesNotAllocate(t *testing.T) {
 	m.SetEdns0(1232, false)
 	pkt, _ := m.Pack()
 	out := make([]byte, maxUDPPacket)
-	if n, _, _ := s.table.Load().fastAnswer(pkt, out, testClient, s.rnd); n == 0 {
+	if n, _, _ := s.table.Load().fastAnswer(pkt, out, testClient, s.rnd, new(sent)); n == 0 {
 		t.Fatal("fast path declined a plain weighted query")
 	}
-	if a := testing.AllocsPerRun(200, func() { s.respondUDP(pkt, out, testClient) }); a != 0 {
+	var snt sent
+	if a := testing.AllocsPerRun(200, func() { s.respondUDP(pkt, out, testClient, &snt) }); a != 0 {
 		t.Errorf("fast path allocates %.1f times per query, want 0", a)
 	}
 }

@@ -12,13 +12,16 @@ import (
 // a cookie or padding, answered by a service pick, a static RRset, NODATA or
 // NXDOMAIN that fits the UDP limit. It returns the response length with the
 // query type and rcode for metrics, or n = 0 when the general path must
-// answer. Its answers equal the general path's (see fast_test.go).
-func (t *table) fastAnswer(q, out []byte, source netip.Addr, rnd rand64) (n int, qtype uint16, rcode int) {
+// answer. Its answers equal the general path's (see fuzz_test.go). snt is
+// reset and notes the service answer for the recorder; it is only
+// meaningful when n > 0.
+func (t *table) fastAnswer(q, out []byte, source netip.Addr, rnd rand64, snt *sent) (n int, qtype uint16, rcode int) {
+	snt.reset(t, source)
 	qd, ok := parseQuery(q)
 	if !ok {
 		return 0, 0, 0
 	}
-	qd.client = source
+	qd.source, qd.client = source, source
 	if qd.ecs.present && qd.ecs.source > 0 {
 		qd.client = qd.ecs.addr
 	}
@@ -37,17 +40,18 @@ func (t *table) fastAnswer(q, out []byte, source netip.Addr, rnd rand64) (n int,
 	if !w.question(q[headerLen:qd.end]) {
 		return 0, 0, 0
 	}
-	rcode, ok = t.fastSections(&w, nd, z, &qd, rnd)
+	rcode, ok = t.fastSections(&w, nd, z, &qd, rnd, snt)
 	if !ok || !w.opt(&qd, t.udp) || w.overflow {
 		return 0, 0, 0
 	}
 	out[3] |= byte(rcode)
+	snt.ecs = qd.cacheSubnet()
 	return w.n, qd.qtype, rcode
 }
 
 // fastSections writes the answer or the negative SOA. ok is false when the
 // general path must answer (a CNAME to chase).
-func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd *query, rnd rand64) (rcode int, ok bool) {
+func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd *query, rnd rand64, snt *sent) (rcode int, ok bool) {
 	if nd == nil {
 		w.negative(z, qd, z.negTTL)
 		return dns.RcodeNameError, true
@@ -58,7 +62,9 @@ func (t *table) fastSections(w *wireWriter, nd *node, z *zone, qd *query, rnd ra
 		}
 		r, scope := t.place(s, qd.client)
 		qd.scope = max(qd.scope, scope)
-		return dns.RcodeSuccess, w.service(s, r, z, qd, rnd)
+		ch := t.chooser(s, qd.source, qd.cacheSubnet(), rnd)
+		snt.add(s, w.service(s, r, z, qd, &ch))
+		return dns.RcodeSuccess, true
 	}
 	if nd.rrsets[dns.TypeCNAME] != nil && qd.qtype != dns.TypeCNAME {
 		return 0, false
@@ -80,8 +86,17 @@ type query struct {
 	udp    uint16 // the client's EDNS payload size
 	rd, cd bool
 	ecs    ecsOption
+	source netip.Addr // the packet's source: the resolver
 	client netip.Addr // the ECS address, else the source
 	scope  uint8      // the ECS scope the answer depended on
+}
+
+// cacheSubnet is the client subnet the answer so far is cached under.
+func (qd *query) cacheSubnet() netip.Prefix {
+	if !qd.ecs.present {
+		return netip.Prefix{}
+	}
+	return cacheSubnet(qd.ecs.addr, qd.ecs.source, qd.scope)
 }
 
 // ecsOption is a client-subnet option as the query carried it.
@@ -274,15 +289,16 @@ func (w *wireWriter) records(k int, rrs []byte) {
 	w.addCount(0, k)
 }
 
-// service writes the service's pick for the query type, or NODATA.
-func (w *wireWriter) service(s *service, region int, z *zone, qd *query, rnd rand64) bool {
+// service writes the service's pick for the query type, drawn from c, or
+// NODATA. It returns the bits of the endpoints written (0 for NODATA).
+func (w *wireWriter) service(s *service, region int, z *zone, qd *query, c *chooser) uint64 {
 	p := s.poolFor(qd.qtype, region)
 	if p == nil || len(p.ends) == 0 {
 		w.negative(z, qd, min(z.negTTL, s.ttl))
-		return true
+		return 0
 	}
 	var picked [maxPick]*endpoint
-	k := p.pick(s.policy, s.maxAnswers, rnd, &picked)
+	k, ends := p.pick(s.policy, s.maxAnswers, c, &picked)
 	for _, e := range picked[:k] {
 		w.put(e.wire)
 	}
@@ -292,7 +308,7 @@ func (w *wireWriter) service(s *service, region int, z *zone, qd *query, rnd ran
 			e.answers.Inc()
 		}
 	}
-	return true
+	return ends
 }
 
 // negative writes the zone's SOA in the authority section with the TTL

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -32,6 +33,7 @@ udp_size = 1232
 
 [regions.us-east]
 [regions.eu-west]
+networks = ["198.51.100.0/24"]
 
 [[zones]]
 origin  = "gslb.example.test."
@@ -83,6 +85,21 @@ endpoints = [{ name = "x", region = "us-east", address = "192.0.2.99" }]
 [[services]]
 name      = "other.test."
 endpoints = [{ name = "o", region = "us-east", address = "192.0.2.50" }]
+
+[[services]]
+name      = "lat.gslb.example.test."
+policy    = "latency"
+endpoints = [
+  { name = "u1", region = "us-east", address = "192.0.2.61" },
+  { name = "u2", region = "us-east", address = "192.0.2.62", weight = 3 },
+  { name = "e1", region = "eu-west", address = "192.0.2.63", weight = 2 },
+]
+`
+
+// fuzzLowDiscrepancy turns on low-discrepancy answers.
+const fuzzLowDiscrepancy = `
+[skew]
+low_discrepancy = true
 `
 
 var fuzzManyEndpoints = func() string {
@@ -111,18 +128,20 @@ _sip._udp IN SRV 0 5 5060 www
 	return z
 }()
 
-// newFuzzServer compiles fuzzConfig into a Server that is not running.
-func newFuzzServer(tb testing.TB) *Server {
+// newFuzzServer compiles fuzzConfig, followed by extra, into a Server that
+// is not running, whose clock stands still.
+func newFuzzServer(tb testing.TB, extra string) *Server {
 	tb.Helper()
 	dir := tb.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "gslb.zone"), []byte(fuzzZone), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(fuzzConfig), filepath.Join(dir, "config.toml"))
+	cfg, err := config.Parse([]byte(fuzzConfig+extra), filepath.Join(dir, "config.toml"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := New(cfg, Options{})
+	now := time.Unix(1_700_000_000, 0)
+	s, err := New(cfg, Options{Clock: func() time.Time { return now }})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -164,6 +183,9 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 		query("ApI.GsLb.ExAmPlE.TeSt.", dns.TypeA),
 		query("api.gslb.example.test.", dns.TypeA, nsid),
 		query("api.gslb.example.test.", dns.TypeA, ecs),
+		query("lat.gslb.example.test.", dns.TypeA, ecs),
+		query("lat.gslb.example.test.", dns.TypeA, edns(1232)),
+		query("lat.gslb.example.test.", dns.TypeA),
 		query("api.gslb.example.test.", dns.TypeA, cookie),
 		query("api.gslb.example.test.", dns.TypeA, padding),
 		query("api.gslb.example.test.", dns.TypeANY),
@@ -211,86 +233,114 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 // answer is a well-formed response to the packet, and that the wire fast
 // path and respondUDP as a whole answer exactly what the general path
 // (table.answer, miekg/dns messages) answers for the same random draws.
+// The same holds with low-discrepancy answers, and both paths note the
+// same answers for the recorder.
 func FuzzServeUDP(f *testing.F) {
-	s := newFuzzServer(f)
+	servers := []*Server{newFuzzServer(f, ""), newFuzzServer(f, fuzzLowDiscrepancy)}
 	for _, seed := range fuzzSeeds(f) {
 		f.Add(seed)
 	}
 	out := make([]byte, maxUDPPacket)
 	fast := make([]byte, maxUDPPacket)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		tbl := s.table.Load()
-		// A constant draw, varied by packet: picks do not depend on how
-		// many draws a path made before, so the fast path giving up after
-		// drawing cannot make respondUDP differ from table.answer.
-		h := fnv.New64a()
-		h.Write(pkt)
-		c := h.Sum64()
-		s.rnd = func() uint64 { return c }
-
-		n := s.respondUDP(pkt, out, testClient)
-		if n < 0 || n > len(out) {
-			t.Fatalf("respondUDP returned %d for a %d-byte buffer", n, len(out))
+		for _, s := range servers {
+			checkPaths(t, s, pkt, out, fast)
 		}
-		var got *dns.Msg
-		if n > 0 {
-			got = unpackResponse(t, pkt, out[:n])
-		}
-
-		req := new(dns.Msg)
-		if err := req.Unpack(pkt); err != nil {
-			checkUnparsable(t, pkt, n, got)
-			if fn, _, _ := tbl.fastAnswer(pkt, fast, testClient, s.rnd); fn > 0 {
-				t.Fatalf("fast path answered a packet the general path cannot parse (%v)", err)
-			}
-			return
-		}
-		if req.Response {
-			if n != 0 {
-				t.Fatalf("answered a response: %v", got)
-			}
-			return
-		}
-		want := generalUDP(t, tbl, req, s.rnd)
-		if want == nil {
-			if n != 0 {
-				t.Fatalf("general path drops the packet; respondUDP answered %v", got)
-			}
-			return
-		}
-		if got == nil {
-			t.Fatalf("respondUDP dropped a query the general path answers:\n%v", want)
-		}
-		if limit := udpLimit(req, tbl.udp); n > limit {
-			t.Errorf("response of %d bytes exceeds the UDP limit %d", n, limit)
-		}
-		compareMsgs(t, "respondUDP", got, want)
-
-		// The fast path alone, with ordinary random draws.
-		seed := rand.New(rand.NewPCG(c, 7))
-		fn, _, _ := tbl.fastAnswer(pkt, fast, testClient, seed.Uint64)
-		if fn == 0 {
-			return
-		}
-		fastMsg := unpackResponse(t, pkt, fast[:fn])
-		seed = rand.New(rand.NewPCG(c, 7))
-		compareMsgs(t, "fast path", fastMsg, generalUDP(t, tbl, req, seed.Uint64))
 	})
 }
 
-// generalUDP is the general path's UDP response to req: table.answer,
-// truncated to the UDP limit, packed and parsed again.
-func generalUDP(t *testing.T, tbl *table, req *dns.Msg, rnd rand64) *dns.Msg {
+// checkPaths is FuzzServeUDP's check of one packet against one server.
+func checkPaths(t *testing.T, s *Server, pkt, out, fast []byte) {
 	t.Helper()
-	resp := tbl.answer(req, testClient, rnd)
+	tbl := s.table.Load()
+	// A constant draw, varied by packet: picks do not depend on how
+	// many draws a path made before, so the fast path giving up after
+	// drawing cannot make respondUDP differ from table.answer.
+	h := fnv.New64a()
+	h.Write(pkt)
+	c := h.Sum64()
+	s.rnd = func() uint64 { return c }
+
+	var snt sent
+	n := s.respondUDP(pkt, out, testClient, &snt)
+	if n < 0 || n > len(out) {
+		t.Fatalf("respondUDP returned %d for a %d-byte buffer", n, len(out))
+	}
+	var got *dns.Msg
+	if n > 0 {
+		got = unpackResponse(t, pkt, out[:n])
+	}
+
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil {
+		checkUnparsable(t, pkt, n, got)
+		if fn, _, _ := tbl.fastAnswer(pkt, fast, testClient, s.rnd, new(sent)); fn > 0 {
+			t.Fatalf("fast path answered a packet the general path cannot parse (%v)", err)
+		}
+		return
+	}
+	if req.Response {
+		if n != 0 {
+			t.Fatalf("answered a response: %v", got)
+		}
+		return
+	}
+	var wantSent sent
+	want := generalUDP(t, tbl, req, s.rnd, &wantSent)
+	if want == nil {
+		if n != 0 {
+			t.Fatalf("general path drops the packet; respondUDP answered %v", got)
+		}
+		return
+	}
+	if got == nil {
+		t.Fatalf("respondUDP dropped a query the general path answers:\n%v", want)
+	}
+	if limit := udpLimit(req, tbl.udp); n > limit {
+		t.Errorf("response of %d bytes exceeds the UDP limit %d", n, limit)
+	}
+	compareMsgs(t, "respondUDP", got, want)
+	compareSent(t, "respondUDP", &snt, &wantSent)
+
+	// The fast path alone, with ordinary random draws.
+	seed := rand.New(rand.NewPCG(c, 7))
+	var fastSent sent
+	fn, _, _ := tbl.fastAnswer(pkt, fast, testClient, seed.Uint64, &fastSent)
+	if fn == 0 {
+		return
+	}
+	fastMsg := unpackResponse(t, pkt, fast[:fn])
+	seed = rand.New(rand.NewPCG(c, 7))
+	compareMsgs(t, "fast path", fastMsg, generalUDP(t, tbl, req, seed.Uint64, &wantSent))
+	compareSent(t, "fast path", &fastSent, &wantSent)
+}
+
+// compareSent fails unless two paths noted the same answers to record.
+func compareSent(t *testing.T, what string, got, want *sent) {
+	t.Helper()
+	if got.n != want.n || !slices.Equal(got.svcs[:got.n], want.svcs[:want.n]) || got.ecs != want.ecs || got.source != want.source {
+		t.Fatalf("%s notes for the recorder:\n got %+v\nwant %+v", what, *got, *want)
+	}
+}
+
+// generalUDP is the general path's UDP response to req: table.answer,
+// truncated to the UDP limit, packed and parsed again. snt gets what it
+// would record (nothing for a truncated response).
+func generalUDP(t *testing.T, tbl *table, req *dns.Msg, rnd rand64, snt *sent) *dns.Msg {
+	t.Helper()
+	resp := tbl.answer(req, testClient, rnd, snt)
 	if resp == nil {
 		return nil
 	}
 	resp.Truncate(udpLimit(req, tbl.udp))
 	resp.Compress = true
+	if resp.Truncated {
+		snt.n = 0
+	}
 	b, err := resp.Pack()
 	if err != nil {
 		t.Logf("general path cannot pack its response: %v", err)
+		snt.n = 0
 		return nil
 	}
 	m := new(dns.Msg)

@@ -3,6 +3,7 @@ package resolver
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/miekg/dns"
@@ -30,6 +31,7 @@ var familyType = [famCount]uint16{dns.TypeA, dns.TypeAAAA, dns.TypeCNAME}
 // service is a steered name compiled for one health snapshot.
 type service struct {
 	name       string
+	index      int // in config.Services: what the recorder and the identity hash get
 	policy     string
 	ttl        uint32
 	maxAnswers int
@@ -54,6 +56,7 @@ type pool struct {
 // endpoint is one possible answer with its record pre-built and pre-packed.
 type endpoint struct {
 	name    string
+	bit     uint64 // 1 << the endpoint's index in the service's Endpoints
 	weight  uint64
 	rr      dns.RR
 	wire    []byte // the RR packed with owner 0xC00C (the question name)
@@ -63,6 +66,7 @@ type endpoint struct {
 // compiler builds a service's pools; it carries what every pool needs.
 type compiler struct {
 	svc     *config.Service
+	index   int // of svc in config.Services
 	health  Health
 	metrics *Metrics
 	regions []string // the table's regions, in index order
@@ -72,7 +76,7 @@ type compiler struct {
 // newService compiles s for the health snapshot h.
 func (c *compiler) newService() *service {
 	s := c.svc
-	svc := &service{name: s.Name, policy: s.Policy, ttl: s.TTL, maxAnswers: min(s.MaxAnswers, maxPick)}
+	svc := &service{name: s.Name, index: c.index, policy: s.Policy, ttl: s.TTL, maxAnswers: min(s.MaxAnswers, maxPick)}
 	var byFam [famCount][]config.Endpoint
 	for _, e := range s.Endpoints {
 		byFam[endpointFamily(e)] = append(byFam[endpointFamily(e)], e)
@@ -210,7 +214,10 @@ func newEndpoint(s *config.Service, f family, e config.Endpoint, w uint64, answe
 	default:
 		rr = &dns.CNAME{Hdr: hdr, Target: e.CNAME}
 	}
-	return &endpoint{name: e.Name, weight: w, rr: rr, wire: packRR(rr), answers: answers}
+	// Endpoint names are unique in a service (config checks), and a service
+	// has at most 64 endpoints: the index fits the recorder's bitmask.
+	i := slices.IndexFunc(s.Endpoints, func(x config.Endpoint) bool { return x.Name == e.Name })
+	return &endpoint{name: e.Name, bit: 1 << uint(i), weight: w, rr: rr, wire: packRR(rr), answers: answers}
 }
 
 // packRR packs rr uncompressed, with its owner replaced by a pointer to
@@ -239,20 +246,25 @@ func nameLen(b []byte) int {
 type rand64 func() uint64
 
 // pick chooses up to k endpoints by the pool's policy into out and returns
-// how many it chose. It does not allocate.
-func (p *pool) pick(policy string, k int, rnd rand64, out *[maxPick]*endpoint) int {
+// how many it chose, with their endpoint bits. Weighted draws come from c;
+// multivalue shuffles with c's random source. It does not allocate.
+func (p *pool) pick(policy string, k int, c *chooser, out *[maxPick]*endpoint) (int, uint64) {
 	n := len(p.ends)
 	if n == 0 {
-		return 0
+		return 0, 0
 	}
 	if policy == "multivalue" {
-		return p.shuffle(k, rnd, out)
+		k = p.shuffle(k, c.rnd, out)
+	} else if k == 1 || n == 1 {
+		out[0], k = p.ends[p.draw(c.below(0, p.cum[n-1]))], 1
+	} else {
+		k = p.drawWithoutReplacement(min(k, n), c, out)
 	}
-	if k == 1 || n == 1 {
-		out[0] = p.ends[p.draw(rnd()%p.cum[n-1])]
-		return 1
+	var bits uint64
+	for _, e := range out[:k] {
+		bits |= e.bit
 	}
-	return p.drawWithoutReplacement(min(k, n), rnd, out)
+	return k, bits
 }
 
 // draw returns the index whose cumulative-weight interval holds u.
@@ -269,11 +281,13 @@ func (p *pool) draw(u uint64) int {
 	return lo
 }
 
-func (p *pool) drawWithoutReplacement(k int, rnd rand64, out *[maxPick]*endpoint) int {
+// drawWithoutReplacement draws k distinct endpoints one after the other,
+// each by its weight among those not drawn yet; draw i is c.below(i, ...).
+func (p *pool) drawWithoutReplacement(k int, c *chooser, out *[maxPick]*endpoint) int {
 	var used [maxPick]bool
 	remaining := p.cum[len(p.cum)-1]
 	for i := 0; i < k; i++ {
-		u := rnd() % remaining
+		u := c.below(i, remaining)
 		for j, e := range p.ends {
 			if used[j] {
 				continue

@@ -67,7 +67,7 @@ func TestWeightedDistribution(t *testing.T) {
 	counts := map[string]int{}
 	const n = 10000
 	for range n {
-		rrs := tb.names["w.example.test."].service.records(dns.TypeA, 0, rnd)
+		rrs, _ := tb.names["w.example.test."].service.records(dns.TypeA, 0, &chooser{rnd: rnd})
 		if len(rrs) != 1 {
 			t.Fatalf("got %d answers, want 1", len(rrs))
 		}
@@ -87,7 +87,7 @@ func TestWeightedWithoutReplacement(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4)).Uint64
 	seen := map[string]int{}
 	for range 5000 {
-		rrs := tb.names["w2.example.test."].service.records(dns.TypeA, 0, rnd)
+		rrs, _ := tb.names["w2.example.test."].service.records(dns.TypeA, 0, &chooser{rnd: rnd})
 		if len(rrs) != 2 || rrs[0].String() == rrs[1].String() {
 			t.Fatalf("want 2 distinct answers, got %v", rrs)
 		}

@@ -34,6 +34,13 @@ type Options struct {
 	Lameduck time.Duration
 	// Started, if set, is called once every listener is bound.
 	Started func()
+	// Recorder, if set, receives every answer sent for a steered service
+	// (see AnswerRecorder). UpdateWithRecorder replaces it together with
+	// a configuration.
+	Recorder AnswerRecorder
+	// Clock, if set, replaces time.Now where the answer path reads the time
+	// (the TTL slot of low-discrepancy answers). For tests.
+	Clock func() time.Time
 }
 
 // Server answers DNS queries for one node. Its table is swapped atomically
@@ -47,6 +54,7 @@ type Server struct {
 	cfg    *config.Config
 	health Health
 	placer *placement.Placer
+	rec    AnswerRecorder
 
 	listen  []string
 	sockets int
@@ -63,7 +71,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	s := &Server{opts: opts, rnd: rand.Uint64, listen: cfg.DNS.Listen, sockets: cfg.DNS.UDPSockets, bound: make(chan struct{})}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	s := &Server{opts: opts, rnd: rand.Uint64, listen: cfg.DNS.Listen, sockets: cfg.DNS.UDPSockets, bound: make(chan struct{}),
+		rec: opts.Recorder}
 	if err := s.Update(cfg); err != nil {
 		return nil, err
 	}
@@ -71,17 +83,35 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 }
 
 // Update compiles a new configuration under the current health and swaps it
-// in. On error the previous table keeps serving. Listen addresses are fixed
-// at Run and not changed by Update.
+// in, keeping the current recorder. On error the previous table keeps
+// serving. Listen addresses are fixed at Run and not changed by Update.
 func (s *Server) Update(cfg *config.Config) error {
+	return s.update(cfg, nil, false)
+}
+
+// UpdateWithRecorder is Update that also replaces the recorder (nil: off),
+// in the same atomic swap: every answer from the new configuration goes to
+// rec, and an answer still being sent from the previous one to the
+// recorder of that configuration. So the service and endpoint indexes a
+// recorder receives always refer to the configuration it was given with,
+// even while a reload reorders services or endpoints.
+func (s *Server) UpdateWithRecorder(cfg *config.Config, rec AnswerRecorder) error {
+	return s.update(cfg, rec, true)
+}
+
+func (s *Server) update(cfg *config.Config, rec AnswerRecorder, setRec bool) error {
 	p, err := placement.New(placement.Options{Regions: cfg.Regions, NodeRegion: cfg.Node.Region, GeoIPFile: cfg.GeoIP.Database})
 	if err != nil {
 		return fmt.Errorf("resolver: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.placer
+	old, oldRec := s.placer, s.rec
+	if setRec {
+		s.rec = rec
+	}
 	if err := s.swap(cfg, s.health, p); err != nil {
+		s.rec = oldRec
 		p.Close()
 		return err
 	}
@@ -106,6 +136,7 @@ func (s *Server) swap(cfg *config.Config, h Health, p *placement.Placer) error {
 	if err != nil {
 		return err
 	}
+	t.now, t.rec = s.opts.Clock, s.rec
 	s.cfg, s.health, s.placer = cfg, h, p
 	s.table.Store(t)
 	return nil
@@ -231,7 +262,8 @@ func (s *Server) serveTCPQuery(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
 	t := s.table.Load()
 	s.opts.Metrics.query(protoTCP, qtypeOf(req))
-	resp := t.answer(req, addrOf(w.RemoteAddr()), s.rnd)
+	var snt sent
+	resp := t.answer(req, addrOf(w.RemoteAddr()), s.rnd, &snt)
 	if resp == nil {
 		return
 	}
@@ -239,6 +271,7 @@ func (s *Server) serveTCPQuery(w dns.ResponseWriter, req *dns.Msg) {
 	if err := w.WriteMsg(resp); err != nil {
 		return
 	}
+	snt.record()
 	s.opts.Metrics.response(protoTCP, resp.Rcode)
 	s.opts.Metrics.duration[protoTCP].Observe(time.Since(start).Seconds())
 }

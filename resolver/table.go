@@ -3,6 +3,7 @@ package resolver
 import (
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -50,6 +51,9 @@ type table struct {
 	placed    *[3]prometheus.Counter // by placement.Rule
 	regions   []string               // sorted region names: the index of latency pools
 	regionIdx map[string]int         // region name → index in regions
+	lowDisc   bool                   // skew.low_discrepancy: weighted picks by Weyl sequence
+	now       func() time.Time       // the clock low-discrepancy slots are read from
+	rec       AnswerRecorder         // receives the answers sent from this table; nil: off
 }
 
 // zone holds a zone's apex records.
@@ -81,7 +85,7 @@ type wireSet struct {
 // compile builds the answer table for cfg under health h, placing clients with p.
 func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*table, error) {
 	t := &table{names: map[string]*node{}, udp: uint16(cfg.DNS.UDPSize), health: h, placer: p,
-		regionIdx: map[string]int{}, placed: &m.placed}
+		regionIdx: map[string]int{}, placed: &m.placed, lowDisc: cfg.Skew.LowDiscrepancy, now: time.Now}
 	for name := range cfg.Regions {
 		t.regions = append(t.regions, name)
 	}
@@ -112,7 +116,7 @@ func compile(cfg *config.Config, h Health, m *Metrics, p *placement.Placer) (*ta
 		if c := t.cutOf(s.Name); c != nil {
 			return nil, fmt.Errorf("resolver: service %s lies in the delegation of %s", s.Name, c.name)
 		}
-		c := &compiler{svc: s, health: h, metrics: m, regions: t.regions, locate: locate}
+		c := &compiler{svc: s, index: i, health: h, metrics: m, regions: t.regions, locate: locate}
 		t.node(s.Name, z).service = c.newService()
 	}
 	return t, nil
@@ -210,4 +214,16 @@ func (t *table) zoneOf(name string) *zone {
 		}
 	}
 	return nil
+}
+
+// chooser returns what a query from source, whose answer so far is cached
+// under the client subnet ecs, draws s's weighted picks with: the Weyl
+// sequence of its cache identity when low discrepancy is on (reading the
+// clock once), else rnd. multivalue always shuffles at random.
+func (t *table) chooser(s *service, source netip.Addr, ecs netip.Prefix, rnd rand64) chooser {
+	if !t.lowDisc || s.policy == "multivalue" {
+		return chooser{rnd: rnd}
+	}
+	return chooser{rnd: rnd, weyl: true, identity: IdentityHash(source, s.index, ecs),
+		slot: weylSlot(t.now().UnixNano(), s.ttl)}
 }

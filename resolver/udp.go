@@ -19,6 +19,7 @@ const maxUDPPacket = 65535
 func (s *Server) serveUDP(conn *net.UDPConn) {
 	in := make([]byte, maxUDPPacket)
 	out := make([]byte, maxUDPPacket)
+	var snt sent
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(in)
 		if err != nil {
@@ -28,36 +29,41 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			continue
 		}
 		start := time.Now()
-		if m := s.respondUDP(in[:n], out, from.Addr().Unmap()); m > 0 {
-			_, _ = conn.WriteToUDPAddrPort(out[:m], from)
+		if m := s.respondUDP(in[:n], out, from.Addr().Unmap(), &snt); m > 0 {
+			if _, err := conn.WriteToUDPAddrPort(out[:m], from); err == nil {
+				snt.record()
+			}
 			s.opts.Metrics.duration[protoUDP].Observe(time.Since(start).Seconds())
 		}
 	}
 }
 
 // respondUDP writes the response to the query in pkt into out and returns
-// its length, or 0 to send nothing. It first tries the allocation-free fast
-// path, then the general one.
-func (s *Server) respondUDP(pkt, out []byte, source netip.Addr) int {
+// its length, or 0 to send nothing, and notes in snt what to record once
+// it is sent. It first tries the allocation-free fast path, then the
+// general one.
+func (s *Server) respondUDP(pkt, out []byte, source netip.Addr, snt *sent) int {
 	t := s.table.Load()
-	if n, qtype, rcode := t.fastAnswer(pkt, out, source, s.rnd); n > 0 {
+	if n, qtype, rcode := t.fastAnswer(pkt, out, source, s.rnd, snt); n > 0 {
 		s.opts.Metrics.query(protoUDP, qtype)
 		s.opts.Metrics.response(protoUDP, rcode)
 		return n
 	}
-	return s.slowUDP(t, pkt, out, source)
+	return s.slowUDP(t, pkt, out, source, snt)
 }
 
 // slowUDP answers through miekg/dns messages: every case the fast path
-// leaves (EDNS options, CNAME chains, ANY, errors, truncation).
-func (s *Server) slowUDP(t *table, pkt, out []byte, source netip.Addr) int {
+// leaves (EDNS options, CNAME chains, ANY, errors, truncation). A response
+// sent with TC set records nothing (see AnswerRecorder).
+func (s *Server) slowUDP(t *table, pkt, out []byte, source netip.Addr, snt *sent) int {
+	snt.reset(t, source)
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
 		s.opts.Metrics.dropped.Inc()
 		return formErr(pkt, out)
 	}
 	s.opts.Metrics.query(protoUDP, qtypeOf(req))
-	resp := t.answer(req, source, s.rnd)
+	resp := t.answer(req, source, s.rnd, snt)
 	if resp == nil {
 		s.opts.Metrics.dropped.Inc()
 		return 0
@@ -66,9 +72,11 @@ func (s *Server) slowUDP(t *table, pkt, out []byte, source netip.Addr) int {
 	resp.Compress = true
 	if resp.Truncated {
 		s.opts.Metrics.truncated.Inc()
+		snt.n = 0 // discarded by the client, which asks again over TCP
 	}
 	b, err := resp.PackBuffer(out)
 	if err != nil {
+		snt.n = 0
 		return 0
 	}
 	s.opts.Metrics.response(protoUDP, resp.Rcode)
