@@ -182,7 +182,7 @@ func TestPageCSP(t *testing.T) {
 		t.Errorf("CSP allows inline code: %q", policy)
 	}
 	for _, c := range []struct{ tag, directive string }{{"script", "script-src"}, {"style", "style-src"}} {
-		m := regexp.MustCompile(`(?s)<` + c.tag + `>(.*?)</` + c.tag + `>`).FindAllStringSubmatch(body, -1)
+		m := regexp.MustCompile(`(?s)<`+c.tag+`>(.*?)</`+c.tag+`>`).FindAllStringSubmatch(body, -1)
 		if len(m) != 1 {
 			t.Fatalf("want one <%s> element, found %d", c.tag, len(m))
 		}
