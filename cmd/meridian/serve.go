@@ -27,6 +27,7 @@ import (
 	"meridian/health"
 	"meridian/probe"
 	"meridian/resolver"
+	"meridian/ui"
 )
 
 // serveFlags are the flags of `meridian serve`.
@@ -164,6 +165,12 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 	}
 	n.admin.Handle("GET /api/v1/explain", explainHandler(n.dns))
 	n.admin.Handle("POST /api/v1/reload", n.reloadHandler())
+	n.admin.Handle("GET /ui", ui.Handler(ui.Options{
+		Status: func() health.Status {
+			return health.BuildStatus(n.cfg.Load(), n.snapshot.Load(), n.table, time.Now())
+		},
+		Services: func() []string { return ui.ServiceNames(n.cfg.Load()) },
+	}))
 	return n, n.apply(cfg)
 }
 
