@@ -140,9 +140,6 @@ func (view) Style() template.CSS { return template.CSS(style) }
 // RefreshMS is Refresh in milliseconds, for the script.
 func (v view) RefreshMS() int64 { return v.Refresh.Milliseconds() }
 
-// RefreshText is Refresh for people ("3s").
-func (v view) RefreshText() string { return v.Refresh.String() }
-
 // regionsOf returns every region that has a member or a vote, sorted: the
 // matrix's columns.
 func regionsOf(st health.Status) []string {

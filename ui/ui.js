@@ -35,7 +35,7 @@
     live.setAttribute("data-live", ok ? "ok" : "stale");
     live.setAttribute("data-refreshes", String(refreshes));
     live.textContent = ok
-      ? "live · refreshed " + now + " · every " + every / 1000 + " s"
+      ? "live · " + (refreshes ? "refreshed " : "loaded ") + now + " · refreshes every " + every / 1000 + " s"
       : "node not answering (" + why + ") at " + now + " · showing the last good view";
   }
 
