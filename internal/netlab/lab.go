@@ -24,8 +24,10 @@ var Subnet = netip.MustParsePrefix("10.231.0.0/24")
 // a test run without root instead of failing it.
 const SkipEnv = "MERIDIAN_NETLAB"
 
-// maxHosts is how many hosts a lab may have (addresses and hub ports).
-const maxHosts = 200
+// maxHosts is how many hosts a lab may have. A lab has a link, with its
+// queue and goroutine, for every ordered pair of hosts: 32 hosts make 992
+// links, about 130 MB of queues; a test needs a handful.
+const maxHosts = 32
 
 // hostDev is the name of every host's interface inside its namespace.
 const hostDev = "eth0"
@@ -290,7 +292,9 @@ func (h *Host) NetNS() string { return h.ns.name }
 func (h *Host) Addr(port int) string { return netip.AddrPortFrom(h.IP, uint16(port)).String() }
 
 // Command returns a command that runs name with args inside the host's
-// namespace (`ip netns exec`), otherwise as exec.Command would.
+// namespace (`ip netns exec`), otherwise as exec.Command would. `ip`
+// executes the program in its own process, so the command's Process is
+// the program: signals reach it directly.
 func (h *Host) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", h.ns.name, name}, args...)...)
 }

@@ -433,7 +433,7 @@ func TestCheckNames(t *testing.T) {
 		err   string
 	}{
 		{[]string{"a", "b2"}, ""},
-		{nil, "a lab has 1 to 200 hosts, not 0"},
+		{nil, "a lab has 1 to 32 hosts, not 0"},
 		{[]string{"A"}, `host name "A": want lower-case letters`},
 		{[]string{"1a"}, `host name "1a": want lower-case letters`},
 		{[]string{"a-b"}, `host name "a-b": want lower-case letters`},
