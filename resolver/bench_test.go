@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"math/bits"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -28,14 +30,38 @@ endpoints = [
 
 func benchServer(b *testing.B) *Server {
 	b.Helper()
-	s, err := New(mustConfig(b, latencyBenchConfig), Options{})
+	return benchServerWith(b, "", nil)
+}
+
+// benchServerWith is benchServer with extra configuration and a recorder.
+func benchServerWith(b *testing.B, extra string, rec AnswerRecorder) *Server {
+	b.Helper()
+	s, err := New(mustConfig(b, latencyBenchConfig+extra), Options{Recorder: rec})
 	if err != nil {
 		b.Fatal(err)
 	}
 	return s
 }
 
-func packQuery(b *testing.B, name string, qtype uint16, edns bool) []byte {
+// countingRecorder is a recorder as cheap as a real one can be: atomic
+// counts of answers, answers with a client subnet and answers per endpoint
+// index.
+type countingRecorder struct {
+	answers, withECS atomic.Uint64
+	ends             [64]atomic.Uint64
+}
+
+func (c *countingRecorder) RecordAnswer(_ int, _ netip.Addr, ecs netip.Prefix, ends uint64, _ uint32) {
+	c.answers.Add(1)
+	if ecs.IsValid() {
+		c.withECS.Add(1)
+	}
+	for ; ends != 0; ends &= ends - 1 {
+		c.ends[bits.TrailingZeros64(ends)].Add(1)
+	}
+}
+
+func packQuery(b testing.TB, name string, qtype uint16, edns bool) []byte {
 	b.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
@@ -49,35 +75,58 @@ func packQuery(b *testing.B, name string, qtype uint16, edns bool) []byte {
 	return pkt
 }
 
-// BenchmarkServeDNS measures answering one weighted query from packet to
-// packet, as the UDP loop does: the wire fast path, which must not allocate.
+// BenchmarkServeDNS measures answering one query from packet to packet, as
+// the UDP loop does (less the socket write): the wire fast path, which must
+// not allocate, then the recorder call. The plain cases run without a
+// recorder; recorder/* with a counting one; lowdisc/* with low-discrepancy
+// answers and the counting recorder.
 func BenchmarkServeDNS(b *testing.B) {
-	s := benchServer(b)
+	rec, ldRec := &countingRecorder{}, &countingRecorder{}
+	plain, recording := benchServer(b), benchServerWith(b, "", rec)
+	lowDisc := benchServerWith(b, "\n[skew]\nlow_discrepancy = true\n", ldRec)
+	weighted := packQuery(b, "w.example.test.", dns.TypeA, false)
+	latencyECS := packECSQuery(b, "lat.example.test.", "10.2.3.0/24")
 	for _, c := range []struct {
 		name string
+		s    *Server
 		pkt  []byte
+		rec  *countingRecorder // nil: none; else it must count every answer
 	}{
-		{"weighted", packQuery(b, "w.example.test.", dns.TypeA, false)},
-		{"weighted-edns", packQuery(b, "w.example.test.", dns.TypeA, true)},
-		{"weighted-2", packQuery(b, "w2.example.test.", dns.TypeA, true)},
-		{"nxdomain", packQuery(b, "nx.example.test.", dns.TypeA, true)},
-		{"latency-ecs", packECSQuery(b, "lat.example.test.", "10.2.3.0/24")},
+		{"weighted", plain, weighted, nil},
+		{"weighted-edns", plain, packQuery(b, "w.example.test.", dns.TypeA, true), nil},
+		{"weighted-2", plain, packQuery(b, "w2.example.test.", dns.TypeA, true), nil},
+		{"nxdomain", plain, packQuery(b, "nx.example.test.", dns.TypeA, true), nil},
+		{"latency-ecs", plain, latencyECS, nil},
+		{"recorder/weighted", recording, weighted, rec},
+		{"recorder/latency-ecs", recording, latencyECS, rec},
+		{"lowdisc/weighted", lowDisc, weighted, ldRec},
+		{"lowdisc/latency-ecs", lowDisc, latencyECS, ldRec},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			out := make([]byte, maxUDPPacket)
 			var snt sent
+			var before uint64
+			if c.rec != nil {
+				before = c.rec.answers.Load()
+			}
+			n := uint64(0)
 			b.ReportAllocs()
 			for b.Loop() {
-				if s.respondUDP(c.pkt, out, testClient, &snt) == 0 {
+				if c.s.respondUDP(c.pkt, out, testClient, &snt) == 0 {
 					b.Fatal("no answer")
 				}
+				snt.record()
+				n++
+			}
+			if c.rec != nil && c.rec.answers.Load()-before != n {
+				b.Fatalf("recorder counted %d answers of %d", c.rec.answers.Load()-before, n)
 			}
 		})
 	}
 }
 
 // packECSQuery packs an A query with EDNS and a client-subnet option.
-func packECSQuery(b *testing.B, name, subnet string) []byte {
+func packECSQuery(b testing.TB, name, subnet string) []byte {
 	b.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)

@@ -48,6 +48,7 @@ import (
 	"math/big"
 	"math/bits"
 	"net/netip"
+	"time"
 )
 
 // phi64 is ⌊φ·2^64⌋ for φ = (√5−1)/2: the golden-ratio rotation in 64-bit
@@ -129,18 +130,31 @@ func WeylPoint(identity, slot uint64, i int) uint64 {
 
 // chooser supplies the draws a weighted pick makes: random, or, with low
 // discrepancy on, the Weyl points of the asking cache identity in the
-// current TTL slot.
+// current TTL slot. The identity is hashed and the clock read at the first
+// draw, so that a pool of one endpoint costs neither.
 type chooser struct {
-	rnd      rand64
-	weyl     bool
-	identity uint64
-	slot     uint64
+	rnd  rand64
+	weyl bool
+	// The identity and the slot's inputs, for weyl.
+	now     func() time.Time
+	source  netip.Addr
+	service int
+	ecs     netip.Prefix
+	ttl     uint32
+	// Set at the first weyl draw.
+	ready          bool
+	identity, slot uint64
 }
 
 // below returns answer position i's draw in [0, n).
 func (c *chooser) below(i int, n uint64) uint64 {
 	if !c.weyl {
 		return c.rnd() % n
+	}
+	if !c.ready {
+		c.identity = IdentityHash(c.source, c.service, c.ecs)
+		c.slot = weylSlot(c.now().UnixNano(), c.ttl)
+		c.ready = true
 	}
 	hi, _ := bits.Mul64(WeylPoint(c.identity, c.slot, i), n)
 	return hi

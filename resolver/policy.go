@@ -253,11 +253,14 @@ func (p *pool) pick(policy string, k int, c *chooser, out *[maxPick]*endpoint) (
 	if n == 0 {
 		return 0, 0
 	}
-	if policy == "multivalue" {
+	switch {
+	case policy == "multivalue":
 		k = p.shuffle(k, c.rnd, out)
-	} else if k == 1 || n == 1 {
-		out[0], k = p.ends[p.draw(c.below(0, p.cum[n-1]))], 1
-	} else {
+	case n == 1:
+		out[0], k = p.ends[0], 1 // nothing to draw
+	case k == 1:
+		out[0] = p.ends[p.draw(c.below(0, p.cum[n-1]))]
+	default:
 		k = p.drawWithoutReplacement(min(k, n), c, out)
 	}
 	var bits uint64

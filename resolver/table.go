@@ -219,11 +219,11 @@ func (t *table) zoneOf(name string) *zone {
 // chooser returns what a query from source, whose answer so far is cached
 // under the client subnet ecs, draws s's weighted picks with: the Weyl
 // sequence of its cache identity when low discrepancy is on (reading the
-// clock once), else rnd. multivalue always shuffles at random.
+// clock once, at the first draw), else rnd. multivalue always shuffles at
+// random.
 func (t *table) chooser(s *service, source netip.Addr, ecs netip.Prefix, rnd rand64) chooser {
 	if !t.lowDisc || s.policy == "multivalue" {
 		return chooser{rnd: rnd}
 	}
-	return chooser{rnd: rnd, weyl: true, identity: IdentityHash(source, s.index, ecs),
-		slot: weylSlot(t.now().UnixNano(), s.ttl)}
+	return chooser{rnd: rnd, weyl: true, now: t.now, source: source, service: s.index, ecs: ecs, ttl: s.ttl}
 }
