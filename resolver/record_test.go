@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -416,5 +417,64 @@ func TestUpdateWithRecorderRejectsBadConfig(t *testing.T) {
 	checkRecorded(t, rec1, cfg, conn, source, expectedRecords(t, cfg, r, source, netip.Prefix{}))
 	if n := rec2.len(); n != 0 {
 		t.Errorf("the rejected update's recorder got %d answers", n)
+	}
+}
+
+// TestLowDiscrepancyOverTheWire asks one service from one source once per
+// TTL slot (a fake clock moved on by the TTL between queries), over UDP
+// (the fast path) and over TCP with NSID (the general path): with
+// skew.low_discrepancy the weight-1 endpoint of 1:3 gets 25 ± 2 of 100
+// answers, and repeating a query within a slot repeats its answer.
+func TestLowDiscrepancyOverTheWire(t *testing.T) {
+	cfg := dnstest.Config(t, recordConfig+"\n[skew]\nlow_discrepancy = true\n", map[string]string{"example.zone": recordZone})
+	cfg.DNS.Listen, cfg.DNS.UDPSockets = []string{"127.0.0.1:0"}, dnstest.UDPSockets
+	var now atomic.Int64
+	now.Store(time.Unix(1_700_000_000, 0).Truncate(20 * time.Second).UnixNano())
+	started := make(chan struct{})
+	srv, err := resolver.New(cfg, resolver.Options{Clock: func() time.Time { return time.Unix(0, now.Load()) },
+		Started: func() { close(started) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	<-started
+	addr := srv.Addrs()[0].String()
+	for _, path := range []struct {
+		proto string
+		opts  []dnstest.QueryOption
+	}{{"udp", nil}, {"tcp", []dnstest.QueryOption{dnstest.NSID()}}} {
+		// A new connection (source port) per query: the identity is the
+		// source address alone.
+		answer := func() string {
+			conn := dialFrom(t, path.proto, addr, netip.MustParseAddr("127.0.4.1"))
+			defer conn.Close()
+			r := exchangeOn(t, conn, q("w.example.test.", dns.TypeA, path.opts...))
+			if len(r.Answer) != 1 {
+				t.Fatalf("%s: want one answer, got %v", path.proto, r)
+			}
+			return r.Answer[0].(*dns.A).A.String()
+		}
+		a := 0
+		for range 100 {
+			first := answer()
+			if again := answer(); again != first {
+				t.Fatalf("%s: %s then %s within one TTL slot", path.proto, first, again)
+			}
+			if first == "192.0.2.1" {
+				a++
+			}
+			now.Add(int64(20 * time.Second))
+		}
+		if a < 23 || a > 27 {
+			t.Errorf("%s: the weight-1 endpoint answered %d of 100 slots, want 25 ± 2", path.proto, a)
+		}
 	}
 }
