@@ -103,6 +103,7 @@ testdata/invalid-zone-file-delegation.toml: services[0].name: "api.gslb.example.
 	{"invalid-latency-tolerance.toml", `testdata/invalid-latency-tolerance.toml: services[0].latency_tolerance: "fast" is not a duration ("10ms") or a percentage ("20%")`},
 	{"invalid-latency-tolerance-percent.toml", `testdata/invalid-latency-tolerance-percent.toml: services[0].latency_tolerance: "NaN%" is not a percentage between 0% and 1000%`},
 	{"invalid-no-endpoints.toml", `testdata/invalid-no-endpoints.toml: services[0].endpoints: has 0 endpoints: a service needs 1..64`},
+	{"invalid-too-many-endpoints.toml", `testdata/invalid-too-many-endpoints.toml: services[0].endpoints: has 65 endpoints: a service needs 1..64`},
 
 	// Endpoints.
 	{"invalid-endpoint-name-missing.toml", `testdata/invalid-endpoint-name-missing.toml: services[0].endpoints[0].name: is required`},
