@@ -28,6 +28,8 @@ Usage:
   meridian explain NAME [-client IP | -ecs SUBNET]   why a client gets the answer it gets
   meridian certs init|issue|inspect    create and inspect the mTLS PKI
   meridian keygen [-out FILE]          write a new AES-256 gossip key
+  meridian delegation check ZONE [-parent ADDR] [-config FILE] [-json]
+                                       verify the parent's delegation against the zone's servers
   meridian version
 
 Run 'meridian COMMAND -h' for a command's flags.
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runKeygen(args[1:], stdout, stderr)
 	case "certs":
 		return runCerts(args[1:], stdout, stderr)
+	case "delegation":
+		return runDelegation(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "meridian %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
