@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -120,6 +121,8 @@ type hub struct {
 	mu   sync.Mutex
 	macs map[[6]byte]int // source MAC → the port it was seen on
 
+	recvErrors atomic.Uint64 // frames lost to a passing receive error
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -152,11 +155,17 @@ func (h *hub) start() {
 	}
 }
 
-// read relays the frames that arrive on port src until the port closes.
+// read relays the frames that arrive on port src until the port closes or
+// its device is gone. A passing error (the device down for a moment, no
+// buffer) loses one frame, counted in errors.
 func (h *hub) read(src int, p *port) {
 	buf := make([]byte, 1<<16)
 	for {
 		n, outgoing, err := p.recv(buf)
+		if errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
+			h.recvErrors.Add(1)
+			continue
+		}
 		if err != nil {
 			return // closed by close, or the device is gone
 		}
@@ -194,9 +203,9 @@ func (h *hub) forward(src int, data []byte, now time.Time) {
 	}
 }
 
-// dropped is how many frames the links have lost.
+// dropped is how many frames the hub has lost, on receipt or in a link.
 func (h *hub) dropped() uint64 {
-	var n uint64
+	n := h.recvErrors.Load()
 	for _, row := range h.links {
 		for _, l := range row {
 			if l != nil {

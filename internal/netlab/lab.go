@@ -160,6 +160,36 @@ func (l *Lab) build(names []string) error {
 	}
 	l.hub = newHub(ports)
 	l.hub.start()
+	return l.waitUp()
+}
+
+// upTimeout bounds how long New waits for the lab's interfaces to come up.
+const upTimeout = 10 * time.Second
+
+// waitUp waits until every veth end is operationally up. The kernel turns
+// an interface's carrier on in deferred work (linkwatch), at most once a
+// second under load; until then the interface drops what it is given to
+// send, so a test that starts at once would lose its first frames (an ARP
+// request, and a second's retransmission).
+func (l *Lab) waitUp() error {
+	deadline := time.Now().Add(upTimeout)
+	for _, h := range l.hosts {
+		for _, end := range [][2]string{{h.ns.name, hostDev}, {l.hubNS.name, hubDev(h.index)}} {
+			for {
+				up, err := operUp(end[0], end[1])
+				if err != nil {
+					return fmt.Errorf("host %s: %w", h.Name, err)
+				}
+				if up {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("host %s: %s in %s not up within %s", h.Name, end[1], end[0], upTimeout)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
 	return nil
 }
 

@@ -90,3 +90,27 @@ func ip(args ...string) error {
 	}
 	return nil
 }
+
+// operUp reports whether the interface dev in namespace ns is
+// operationally up, with its carrier (`ip link show`: state UP).
+func operUp(ns, dev string) (bool, error) {
+	out, err := ipOutput("-n", ns, "-o", "link", "show", "dev", dev)
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(out, "LOWER_UP") && strings.Contains(out, " state UP "), nil
+}
+
+// ipOutput is ip that returns the command's standard output.
+func ipOutput(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
