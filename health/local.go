@@ -33,6 +33,18 @@ func (s State) String() string {
 // rttWeight is the weight of a new RTT sample in the moving average.
 const rttWeight = 0.3
 
+// A change of RTT alone is signalled to subscribers only when the RTT
+// moved by more than either bound since the last signal for the target;
+// smaller moves still take a new seq (so views carry them) but wait for
+// the next signal. Without this every successful probe, whose connect time
+// always differs a little, would rebuild the snapshot and the answer
+// table: at 1,000 targets a second that is a rebuild loop that never
+// rests. The bounds are gossip's for broadcasting an RTT change.
+const (
+	rttSignalRelative = 0.20
+	rttSignalAbsolute = 5 * time.Millisecond
+)
+
 // Observation is what this node knows of one target.
 type Observation struct {
 	Target probe.Target
@@ -47,7 +59,8 @@ type Observation struct {
 // tracker is the hysteresis state of one target.
 type tracker struct {
 	obs        Observation
-	okRun, bad int // consecutive successes and failures
+	okRun, bad int           // consecutive successes and failures
+	signalled  time.Duration // the RTT at the last signal to subscribers
 }
 
 // Local holds this node's verdicts. It is safe for concurrent use; Observe
@@ -93,7 +106,9 @@ func (l *Local) Configure(cfg *config.Config) {
 }
 
 // Subscribe returns a channel that receives (coalesced) whenever an
-// observation changes. Each subscriber has its own channel.
+// observation changes, except for small moves of RTT alone (see
+// rttSignalRelative): those show in the next View, and in the next signal.
+// Each subscriber has its own channel.
 func (l *Local) Subscribe() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -138,8 +153,27 @@ func (l *Local) Observe(t probe.Target, r probe.Result) {
 	if tr.obs != before {
 		l.seq++
 		tr.obs.Seq = l.seq
-		l.notify()
+		if !rttOnly(before, tr.obs) || rttMoved(tr.signalled, tr.obs.RTT) {
+			tr.signalled = tr.obs.RTT
+			l.notify()
+		}
 	}
+}
+
+// rttOnly reports whether a and b differ at most in RTT (and seq).
+func rttOnly(a, b Observation) bool {
+	a.RTT, a.Seq, b.Seq = b.RTT, 0, 0
+	return a == b
+}
+
+// rttMoved reports whether an RTT moved from old to cur by more than
+// rttSignalRelative of old or more than rttSignalAbsolute.
+func rttMoved(old, cur time.Duration) bool {
+	d := cur - old
+	if d < 0 {
+		d = -d
+	}
+	return d > rttSignalAbsolute || float64(d) > rttSignalRelative*float64(old)
 }
 
 // apply counts r into the runs and moves the verdict when a run is long enough.

@@ -123,3 +123,59 @@ func TestConfigureForgetsRemovedTargets(t *testing.T) {
 		t.Error("a result for an unknown check was kept")
 	}
 }
+
+// TestSubscribeSignalsChangesNotRTTNoise checks what wakes subscribers (the
+// snapshot publisher, gossip): a new state, reason or detail, or an RTT
+// that moved by more than 20 % or 5 ms since the last signal; not the
+// jitter every successful probe's connect time has. The small moves still
+// take a new seq, so a view taken later carries the latest RTT.
+func TestSubscribeSignalsChangesNotRTTNoise(t *testing.T) {
+	l := NewLocal(nil, nil)
+	l.Configure(testConfig(1, 2))
+	sub := l.Subscribe()
+	signalled := func() bool {
+		select {
+		case <-sub:
+			return true
+		default:
+			return false
+		}
+	}
+	signalled() // Configure's
+	steps := []struct {
+		name   string
+		result probe.Result
+		signal bool
+	}{
+		{"first verdict", ok(10 * time.Millisecond), true},
+		{"RTT jitter", ok(10*time.Millisecond + 300*time.Microsecond), false},
+		{"more jitter", ok(10*time.Millisecond - 200*time.Microsecond), false},
+		{"RTT tripled", ok(30 * time.Millisecond), true}, // EWMA 10 → 16 ms: +6 ms
+		{"one failure, below fall", refused, true},       // the reason changed
+		{"same failure again, down", refused, true},      // the state changed
+		{"same failure a third time", refused, false},    // nothing changed
+		{"back up", ok(16 * time.Millisecond), true},
+	}
+	var lastSeq uint64
+	for _, s := range steps {
+		l.Observe(targetA, s.result)
+		if got := signalled(); got != s.signal {
+			t.Errorf("%s: signalled %v, want %v", s.name, got, s.signal)
+		}
+		obs, _ := l.Get(targetA)
+		if obs.Seq < lastSeq {
+			t.Fatalf("%s: seq went back from %d to %d", s.name, lastSeq, obs.Seq)
+		}
+		lastSeq = obs.Seq
+	}
+	// Small moves still change the view: one taken now has the latest RTT.
+	before, _ := l.Get(targetA)
+	l.Observe(targetA, ok(16*time.Millisecond+500*time.Microsecond))
+	if signalled() {
+		t.Error("a 0.15 ms move signalled")
+	}
+	view, _ := l.View(before.Seq)
+	if len(view) != 1 || view[0].RTT == before.RTT {
+		t.Errorf("view since seq %d = %+v, want the target with its new RTT", before.Seq, view)
+	}
+}
