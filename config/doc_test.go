@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
+
 	"meridian/config"
 )
 
@@ -153,5 +155,27 @@ func TestConfigKeysWalk(t *testing.T) {
 	want := []string{"plain", "dur", "ptr", "table.a", "map.NAME.a", "labels", "list[].a", "ints", "ca"}
 	if !slices.Equal(got, want) {
 		t.Errorf("configKeys = %q, want %q", got, want)
+	}
+}
+
+// TestDeployDocTOMLBlocks keeps the configuration examples of the deploy
+// guides in step with the schema, as TestReadmeTOMLBlocks does for the README.
+func TestDeployDocTOMLBlocks(t *testing.T) {
+	for _, file := range []string{"../deploy/DELEGATION.md", "../deploy/CONFIGURATION.md"} {
+		doc, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatalf("read %s: %v", file, err)
+		}
+		for _, b := range tomlBlocks(doc) {
+			var c config.Config
+			md, err := toml.Decode(b.text, &c)
+			if err != nil {
+				t.Errorf("%s:%d: toml block does not decode: %v", file, b.line, err)
+				continue
+			}
+			for _, k := range md.Undecoded() {
+				t.Errorf("%s:%d: toml block has unknown key %q", file, b.line, k.String())
+			}
+		}
 	}
 }
