@@ -1,0 +1,243 @@
+package skew
+
+// Per-identity demand and TTL behaviour (SKEW.md "The report").
+//
+// A cache whose answer expired at t asks again at t + τ + X, X exponential
+// with the client lookup rate λ behind it. From the merged sequence of one
+// identity's answers:
+//
+//   - gaps g shorter than 0.5τ (τ: the TTL sent) are "short": retries, or
+//     several caches behind one address. More than 20 % short gaps (and at
+//     least two) marks the identity pooled.
+//   - floor = the 2nd-smallest gap ≥ 0.5τ (robust to one early outlier).
+//     Prefetching: floor in [0.8τ, 0.98τ). Clamped: floor ≥ 1.5τ, ≥ 3 long
+//     gaps and the honour hypothesis rejected at p < 0.01. SKEW.md writes
+//     the test as exp(−m·λ₁·(floor − τ)) < 0.01; we use its exact form: under
+//     honour the excesses X_i = g_i − τ of the m long gaps are i.i.d.
+//     exponential, so R = m·min X / Σ X is Beta(1, m−1) and
+//     P(R ≥ r) = (1 − r)^(m−1) — free of the unknown λ, which the
+//     plug-in form needs and which a clamp inflates. With m = 4 gaps of a
+//     300-s clamp on a 30-s TTL, p ≈ 1e−6, while the plug-in form cannot go
+//     below e^−4 ≈ 0.018 with four gaps and so misses every such clamper.
+//   - demand: the refresh floor τ̂ is τ itself when the identity honours
+//     the TTL, else the observed floor. With k i.i.d. exponential excesses
+//     (honour: all m long gaps, X = g − τ; otherwise the m − 2 gaps above
+//     the floor, X = g − floor, since by memorylessness those are i.i.d.
+//     above the 2nd order statistic) λ̂ = (k−1)/max(ΣX, k·δ), unbiased,
+//     with variance λ̂²/(k−2). Below k·δ the identity is saturated and
+//     λ̂ only a lower bound. δ = 50 ms is the timing resolution.
+//   - fewer than 3 long gaps: λ̂ = q/max(1 − q·τ̂, ε) from the query rate q
+//     over what was seen of it, taken as a bound (×1/4 .. ×4), not a
+//     measurement.
+//   - pooled: m̂ = the most answers in any τ-long interval is a lower bound
+//     on the caches behind the address (one cache asks at most once per
+//     τ); each then asks at q/m̂, so λ̂ = m̂·λ_c with
+//     λ_c = 1/max(m̂/q − τ, δ). Lower bound q (every query is at least one
+//     client lookup), upper prior m̂/δ.
+//
+// The upper prior of a saturated identity is 8× its lower bound: a cache
+// whose excess is below the timing resolution carries at least 1/δ lookups
+// a second; 8/δ = 160/s per cache is a generous ceiling for one resolver
+// cache and one name.
+
+import (
+	"math"
+	"net/netip"
+	"slices"
+)
+
+// delta is the timing resolution δ of gap measurements, in seconds.
+const delta = 0.05
+
+// saturatedPrior is the upper prior of a saturated identity, as a multiple
+// of its lower bound.
+const saturatedPrior = 8.0
+
+// Demand classes of an identity.
+const (
+	classHonour    = "honour"
+	classPrefetch  = "prefetch"
+	classClamped   = "clamped"
+	classPooled    = "pooled"
+	classSaturated = "saturated"
+	classFew       = "few-gaps"
+)
+
+// ident is one cache identity's merged answers and what the report infers
+// from them.
+type ident struct {
+	key uint64
+	src netip.Addr
+	ecs netip.Prefix
+	ev  []idEvent
+
+	tau      float64 // TTL sent (median), seconds
+	long     []float64
+	short    int
+	floor    float64 // seconds; 0 when there is no long gap
+	pValue   float64 // of the honour hypothesis (clamp test); 1 when untested
+	class    string
+	life     float64 // how long a cache holds an answer at most: max(τ, clamp)
+	lam      float64 // λ̂, lookups per second
+	lamLo    float64
+	lamHi    float64
+	lamVar   float64 // sampling variance of lam (0 for bounded identities)
+	bounded  bool    // lam is only known within [lamLo, lamHi]
+	gapCount int     // long gaps behind lam
+}
+
+// analyze fills in the identity's TTL behaviour and demand, now being the
+// report time.
+func (id *ident) analyze(now int64) {
+	id.gaps()
+	id.tau = medianTTL(id.ev)
+	tau := id.tau
+	m := len(id.long)
+	id.pooled()
+	id.life, id.pValue = tau, 1
+	if m >= 2 {
+		id.floor = id.long[1]
+	} else if m == 1 {
+		id.floor = id.long[0]
+	}
+	switch {
+	case id.class == classPooled:
+		id.poolDemand(now)
+	case m >= 3:
+		id.gapDemand()
+	default:
+		id.fewDemand(now)
+	}
+}
+
+// gaps splits the identity's gaps into long ones (sorted) and a count of
+// short ones. No gap is taken across an event that opened a node's log.
+func (id *ident) gaps() {
+	id.long = id.long[:0]
+	id.short = 0
+	for i := 1; i < len(id.ev); i++ {
+		if id.ev[i].first {
+			continue
+		}
+		g := float64(id.ev[i].at-id.ev[i-1].at) / 1e9
+		if g < 0.5*float64(max(id.ev[i-1].ttl, 1)) {
+			id.short++
+		} else {
+			id.long = append(id.long, g)
+		}
+	}
+	slices.Sort(id.long)
+}
+
+func (id *ident) pooled() {
+	if id.short >= 2 && float64(id.short) > 0.2*float64(id.short+len(id.long)) {
+		id.class = classPooled
+	}
+}
+
+// gapDemand estimates λ from three or more long gaps.
+func (id *ident) gapDemand() {
+	tau, m := id.tau, len(id.long)
+	var sumEx float64
+	for _, g := range id.long {
+		sumEx += g - tau
+	}
+	if id.floor >= 1.5*tau && sumEx > 0 {
+		r := float64(m) * (id.long[0] - tau) / sumEx
+		id.pValue = math.Pow(max(1-r, 0), float64(m-1))
+	}
+	shifted := false
+	switch {
+	case id.floor >= 1.5*tau && id.pValue < 0.01:
+		id.class, shifted = classClamped, true
+		id.life = max(tau, id.floor)
+	case id.floor >= 0.8*tau && id.floor < 0.98*tau:
+		id.class, shifted = classPrefetch, true
+	case id.floor < 0.8*tau:
+		id.class, shifted = classHonour, true // early refreshes of no known kind
+	default:
+		id.class = classHonour
+	}
+	var k int
+	var sum float64
+	if shifted && m >= 4 {
+		for _, g := range id.long[2:] {
+			sum += g - id.floor
+		}
+		k = m - 2
+	} else {
+		for _, g := range id.long {
+			sum += max(g-tau, 0)
+		}
+		k = m
+	}
+	id.gapCount = k
+	c := float64(k - 1)
+	if k < 2 {
+		c = 0.5
+	}
+	if sum < float64(k)*delta {
+		id.class = classSaturated
+		id.lam = c / (float64(k) * delta)
+		id.lamLo, id.lamHi, id.bounded = id.lam, saturatedPrior*id.lam, true
+		return
+	}
+	id.lam = c / sum
+	id.lamLo, id.lamHi = id.lam, id.lam
+	id.lamVar = id.lam * id.lam / float64(max(k-2, 1))
+}
+
+// fewDemand estimates λ from the query rate when there are fewer than three
+// long gaps; the result is a bound, not a measurement.
+func (id *ident) fewDemand(now int64) {
+	id.class = classFew
+	tau := max(id.tau, 1)
+	first, last := id.ev[0].at, id.ev[len(id.ev)-1].at
+	span := float64(max(now, last)-first)/1e9 + tau
+	q := float64(len(id.ev)) / span
+	const eps = 0.05
+	id.lam = q / max(1-q*tau, eps)
+	id.lamLo, id.lamHi, id.bounded = id.lam/4, id.lam*4, true
+}
+
+// poolDemand estimates λ of a pooled identity (several caches behind one
+// address).
+func (id *ident) poolDemand(now int64) {
+	tau := max(id.tau, 1)
+	first, last := id.ev[0].at, id.ev[len(id.ev)-1].at
+	span := float64(max(now, last)-first)/1e9 + tau
+	q := float64(len(id.ev)) / span
+	caches := float64(maxInInterval(id.ev, int64(tau*1e9)))
+	perCache := 1 / max(caches/q-tau, delta)
+	id.lam = caches * perCache
+	id.lamLo = q
+	id.lamHi = max(caches/delta, id.lam)
+	id.lam = max(id.lam, q)
+	id.bounded = true
+}
+
+// maxInInterval returns the most events in any half-open interval of length
+// d (events sorted by time).
+func maxInInterval(ev []idEvent, d int64) int {
+	best, j := 0, 0
+	for i := range ev {
+		for ev[i].at-ev[j].at >= d {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
+}
+
+// medianTTL returns the median TTL of the events, in seconds.
+func medianTTL(ev []idEvent) float64 {
+	if len(ev) == 0 {
+		return 1
+	}
+	t := make([]uint32, len(ev))
+	for i, e := range ev {
+		t[i] = e.ttl
+	}
+	slices.Sort(t)
+	return float64(max(t[len(t)/2], 1))
+}
