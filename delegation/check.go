@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -94,6 +95,8 @@ type parentAnswer struct {
 	ref     referral
 	ok      bool
 	finding *Finding
+	// unreachable is set when this host has no route to addr.
+	unreachable bool
 }
 
 // askParents asks every address of every parent server for the zone's NS
@@ -109,13 +112,20 @@ func (c *checker) askParents(ctx context.Context) (referral, bool) {
 	}
 	parallel(len(asks), maxParallel, func(i int) { c.askParent(ctx, &asks[i]) })
 	var good []parentAnswer
+	var unreachable []string
 	for _, p := range asks {
-		if p.finding != nil {
+		switch {
+		case p.unreachable:
+			unreachable = append(unreachable, p.addr.String())
+		case p.finding != nil:
 			c.rep.Findings = append(c.rep.Findings, *p.finding)
 		}
 		if p.ok {
 			good = append(good, p)
 		}
+	}
+	if len(unreachable) > 0 { // IPv6 addresses from a host without IPv6, typically: one line
+		c.add(Warning, "parent", "%d parent server address(es) not checked: no route to them from here: %s", len(unreachable), strings.Join(unreachable, ", "))
 	}
 	if len(good) == 0 {
 		c.add(Error, "parent", "no parent server gives a delegation for %s", c.zone)
@@ -137,7 +147,7 @@ func (c *checker) askParent(ctx context.Context, p *parentAnswer) {
 	where := fmt.Sprintf("parent server %s (%s)", p.name, p.addr)
 	r, err := c.exchange(ctx, p.addr, c.zone, dns.TypeNS)
 	if err != nil {
-		p.finding = silentFinding("parent", where, err)
+		p.finding, p.unreachable = silentFinding("parent", where, err), errClass(err) == "unreachable"
 		return
 	}
 	p.ref, p.ok, p.finding = c.parentReferral(where, r.msg)
@@ -164,7 +174,7 @@ func (c *checker) parentReferral(where string, m *dns.Msg) (referral, bool, *Fin
 	case m.Authoritative:
 		return referral{}, false, finding(Error, "parent", "%s has no delegation for %s: it answers authoritatively with no NS set", where, c.zone)
 	}
-	return referral{}, false, finding(Error, "parent", "%s answers neither with a referral nor authoritatively (AA clear, %d answer records)", where, len(m.Answer))
+	return referral{}, false, finding(Error, "parent", "%s answers neither with a referral nor authoritatively (%s): a resolver or something on the way answered, not a server of the parent zone", where, describe(m))
 }
 
 // agree reports parent servers that disagree with the first on the NS set

@@ -91,7 +91,7 @@ func (c *checker) exchangeOver(ctx context.Context, network string, addr netip.A
 func (c *checker) queryErr(ctx context.Context, network string, addr netip.AddrPort, err error) error {
 	var ne net.Error
 	switch {
-	case ctx.Err() != nil:
+	case expired(ctx):
 		return &queryError{class: "deadline", text: fmt.Sprintf("the check's time limit (%s) ran out", c.opts.Timeout), err: err}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &queryError{class: "no-listener", text: fmt.Sprintf("connection refused: nothing listens on %s port %d", network, addr.Port()), err: err}
@@ -105,6 +105,13 @@ func (c *checker) queryErr(ctx context.Context, network string, addr netip.AddrP
 		return &queryError{class: "timeout", text: fmt.Sprintf("no answer over %s within %s%s", network, c.opts.QueryTimeout, tries), err: err}
 	}
 	return &queryError{class: "error", text: fmt.Sprintf("%s query failed: %v", network, err), err: err}
+}
+
+// expired reports whether ctx has ended or its deadline has passed (its
+// timer may not have fired yet when a socket deadline set from it has).
+func expired(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ctx.Err() != nil || ok && !time.Now().Before(d)
 }
 
 // parallel runs f(0..n-1) with at most limit at once and waits for all.

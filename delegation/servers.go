@@ -177,7 +177,7 @@ func (c *checker) authority(m *dns.Msg) (result, detail string) {
 		if ref, ok := parseReferral(m); ok {
 			return "referral", fmt.Sprintf("a referral to %s at %s", ref.owner, list(ref.ns))
 		}
-		return "not-authoritative", fmt.Sprintf("%s with AA clear", rcodeName(m.Rcode))
+		return "not-authoritative", describe(m)
 	case m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0:
 		return "no-soa", fmt.Sprintf("%s, %d answer records", rcodeName(m.Rcode), len(m.Answer))
 	}

@@ -137,30 +137,85 @@ func (c *checker) descend(ctx context.Context, qname string, qtype uint16, stopA
 	return cut, servers, nil, fmt.Errorf("more than %d referrals on the way to %s", maxReferrals, qname)
 }
 
-// askAny asks the servers one address after another until one replies
-// NOERROR or NXDOMAIN, and returns that reply.
+// askAny asks the servers one address after another, every IPv4 address
+// before any IPv6 one, until one replies NOERROR or NXDOMAIN either
+// authoritatively or with a referral, and returns that reply.
 func (c *checker) askAny(ctx context.Context, servers []nameServer, qname string, qtype uint16) (*dns.Msg, error) {
 	var errs []error
-	for _, s := range servers {
-		for _, a := range s.addrs {
-			r, err := c.exchange(ctx, a, qname, qtype)
-			switch {
-			case err != nil:
-				errs = append(errs, fmt.Errorf("%s (%s): %w", s.name, a, err))
-				if cl := errClass(err); cl == "deadline" || cl == "budget" {
-					return nil, errors.Join(errs...)
+	for _, v6 := range []bool{false, true} {
+		for _, s := range servers {
+			for _, a := range s.addrs {
+				if a.Addr().Is6() != v6 {
+					continue
 				}
-			case r.msg.Rcode != dns.RcodeSuccess && r.msg.Rcode != dns.RcodeNameError:
-				errs = append(errs, fmt.Errorf("%s (%s): %s", s.name, a, rcodeName(r.msg.Rcode)))
-			default:
-				return r.msg, nil
+				m, err := c.askOne(ctx, s.name, a, qname, qtype)
+				if err == nil {
+					return m, nil
+				}
+				errs = append(errs, err)
+				if cl := errClass(err); cl == "deadline" || cl == "budget" {
+					return nil, oneLine(errs)
+				}
 			}
 		}
 	}
 	if len(errs) == 0 {
 		return nil, errors.New("no server address to ask")
 	}
-	return nil, errors.Join(errs...)
+	return nil, oneLine(errs)
+}
+
+// askOne asks one address for qname/qtype and returns the reply if it is
+// an authoritative answer or a referral.
+func (c *checker) askOne(ctx context.Context, name string, a netip.AddrPort, qname string, qtype uint16) (*dns.Msg, error) {
+	r, err := c.exchange(ctx, a, qname, qtype)
+	switch {
+	case err != nil:
+		return nil, &queryError{class: errClass(err), text: fmt.Sprintf("%s (%s): %v", name, a, err), err: err}
+	case r.msg.Rcode != dns.RcodeSuccess && r.msg.Rcode != dns.RcodeNameError:
+		return nil, fmt.Errorf("%s (%s): %s", name, a, rcodeName(r.msg.Rcode))
+	case !r.msg.Authoritative && !isReferral(r.msg):
+		return nil, fmt.Errorf("%s (%s): neither an authoritative answer nor a referral: %s", name, a, describe(r.msg))
+	}
+	return r.msg, nil
+}
+
+// isReferral reports whether m is a referral.
+func isReferral(m *dns.Msg) bool {
+	_, ok := parseReferral(m)
+	return ok
+}
+
+// describe sums up a reply that is not what was expected, e.g.
+// "NXDOMAIN, AA clear, RA set, 0 answer, 0 authority, 0 additional records".
+func describe(m *dns.Msg) string {
+	flag := func(name string, on bool) string {
+		if on {
+			return name + " set"
+		}
+		return name + " clear"
+	}
+	extra := len(m.Extra)
+	if m.IsEdns0() != nil {
+		extra--
+	}
+	return fmt.Sprintf("%s, %s, %s, %d answer, %d authority, %d additional records", rcodeName(m.Rcode),
+		flag("AA", m.Authoritative), flag("RA", m.RecursionAvailable), len(m.Answer), len(m.Ns), extra)
+}
+
+// oneLine joins errors into one line, the first three and a count of the
+// rest, so that a finding stays one line however many servers failed.
+func oneLine(errs []error) error {
+	const show = 3
+	var parts []string
+	for i, err := range errs {
+		if i == show {
+			parts = append(parts, fmt.Sprintf("and %d more", len(errs)-show))
+			break
+		}
+		parts = append(parts, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // serversOf returns the servers of a referral with their addresses: glue,
@@ -182,7 +237,7 @@ func (c *checker) serversOf(ctx context.Context, ref referral, depth int) ([]nam
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no address for any server of %s: %w", ref.owner, errors.Join(errs...))
+		return nil, fmt.Errorf("no address for any server of %s: %w", ref.owner, oneLine(errs))
 	}
 	return out, nil
 }
@@ -201,7 +256,7 @@ func (c *checker) walkAddrs(ctx context.Context, name string, depth int) ([]neti
 	}
 	if len(out) == 0 {
 		errs = append(errs, fmt.Errorf("%s has no address", name))
-		return nil, errors.Join(errs...)
+		return nil, oneLine(errs)
 	}
 	return out, nil
 }

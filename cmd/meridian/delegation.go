@@ -196,11 +196,14 @@ func expectFromConfig(file, zone string) (*delegation.Expect, error) {
 // printDelegation writes the report: a heading, one finding per line and
 // a count.
 func printDelegation(w io.Writer, rep *delegation.Report) {
-	from := "the parent server given"
+	fmt.Fprintf(w, "delegation of %s", rep.Zone)
 	if rep.Parent != "" {
-		from = "parent zone " + rep.Parent
+		fmt.Fprintf(w, " from parent zone %s", rep.Parent)
 	}
-	fmt.Fprintf(w, "delegation of %s from %s (asked %s)\n", rep.Zone, from, strings.Join(rep.ParentServers, ", "))
+	if len(rep.ParentServers) > 0 {
+		fmt.Fprintf(w, " (asked %s)", strings.Join(rep.ParentServers, ", "))
+	}
+	fmt.Fprintln(w)
 	for _, f := range rep.Findings {
 		fmt.Fprintf(w, "%-7s  %-6s  %s\n", f.Severity, f.Check, f.Message)
 	}
