@@ -148,7 +148,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // loop probes w's target once per interval, starting at a random point of
-// the first interval so that targets spread over it.
+// the first interval so that targets spread over it. Each probe starts an
+// interval (with jitter) after the previous one started, however long that
+// one took, so a slow or hung target keeps its cadence: with fall 2 it goes
+// down within 2 × interval + timeout, not 2 × (interval + timeout). A probe
+// that took longer than the interval (a timeout above it) is followed at once.
 func (s *Scheduler) loop(ctx context.Context, w *worker) {
 	interval := w.spec.Load().Check.Interval.Duration
 	timer := time.NewTimer(rand.N(interval))
@@ -159,11 +163,12 @@ func (s *Scheduler) loop(ctx context.Context, w *worker) {
 			return
 		case <-timer.C:
 		}
+		started := time.Now()
 		spec := w.spec.Load()
 		if !s.probeOnce(ctx, w.target, spec) {
 			return
 		}
-		timer.Reset(jittered(spec.Check.Interval.Duration))
+		timer.Reset(max(jittered(spec.Check.Interval.Duration)-time.Since(started), 0))
 	}
 }
 

@@ -231,6 +231,39 @@ func TestSchedulerProbesEachTargetOncePerInterval(t *testing.T) {
 	}
 }
 
+// TestSchedulerSlowTargetKeepsCadence checks that a target whose probes
+// take most of their timeout is still probed once per interval: the next
+// probe starts an interval after the last one started, not after it ended.
+// Otherwise a hung backend is probed every interval + timeout, and with
+// fall 2 it leaves the answers after 2 × (interval + timeout), past the
+// promised fall × interval + timeout.
+func TestSchedulerSlowTargetKeepsCadence(t *testing.T) {
+	const interval, timeout = 100 * time.Millisecond, 80 * time.Millisecond
+	hung := startSchedServer(t, 0) // accepts, never answers the TLS handshake
+	cfg := schedConfig(map[string]config.Check{"hung": schedCheck("tls", hung.port(), interval, timeout)},
+		[]config.Endpoint{schedEndpoint("hung", "127.0.0.1")})
+	rec := &schedRecorder{}
+	s := NewScheduler(SchedulerOptions{Observer: rec})
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	runSched(t, s, time.Second)
+	th := loopback("hung", hung.port())
+
+	time.Sleep(2 * interval) // past the random start within the first interval
+	from := time.Now()
+	time.Sleep(20 * interval)
+	to := time.Now()
+	// Once per interval: about 20. Once per interval + timeout: about 11.
+	within(t, "timed-out probes of the slow target in 20 intervals", rec.count(th, from, to), 16, 23)
+	if gap := rec.maxGap(th, from, to); gap > interval*3/2 {
+		t.Errorf("%v between two probes of the slow target, want about the %v interval", gap, interval)
+	}
+	for _, seen := range rec.of(th) {
+		wantReason(t, seen.r, ReasonTimeout)
+	}
+}
+
 func TestSchedulerHungTargetDoesNotDelayOthers(t *testing.T) {
 	const interval, hangTimeout = 50 * time.Millisecond, time.Second
 	hung, fast := startSchedServer(t, 0), startSchedServer(t, 0) // hung: no TLS answer ever
