@@ -121,6 +121,11 @@ ext    IN CNAME www.example.org.
 @      IN TXT   "zone"
 @      IN MX    10 mail.example.org.
 _sip._udp IN SRV 0 5 5060 www
+sub    IN NS    ns.sub
+sub    IN NS    ns.example.org.
+ns.sub IN A     192.0.2.53
+ns.sub IN AAAA  2001:db8::53
+tosub  IN CNAME www.sub
 `
 	for i := range 8 {
 		z += fmt.Sprintf("big IN TXT \"%02d%s\"\n", i, strings.Repeat("y", 98))
@@ -220,6 +225,11 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 		}),
 		query("api.gslb.example.test.", dns.TypeA, func(m *dns.Msg) { m.Question = nil }),
 		query("a\\.b.gslb.example.test.", dns.TypeA),
+		query("www.sub.gslb.example.test.", dns.TypeA),
+		query("SuB.gslb.example.test.", dns.TypeNS, edns(1232)),
+		query("sub.gslb.example.test.", dns.TypeDS),
+		query("ns.sub.gslb.example.test.", dns.TypeAAAA, edns(512)),
+		query("tosub.gslb.example.test.", dns.TypeA),
 	}
 	// A question name compressed to point at itself, and a header alone.
 	loop := append(slices.Clone(seeds[0][:12]), 0xC0, 12, 0, 1, 0, 1)
