@@ -45,13 +45,20 @@ func startParent(t *testing.T, records string) string {
 // answer; it counts the queries it gets by transport.
 type child struct {
 	truncateUDP bool
+	notAA       bool // answer with AA clear, as a resolver would
+	rcode       int  // answer every query with this rcode, if not 0
 	udp, tcp    atomic.Int32
 }
 
 func (c *child) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
-	m.Authoritative = true
+	m.Authoritative = !c.notAA
+	if c.rcode != 0 {
+		m.Rcode = c.rcode
+		w.WriteMsg(m)
+		return
+	}
 	if w.LocalAddr().Network() == "udp" {
 		c.udp.Add(1)
 		if c.truncateUDP {
@@ -153,6 +160,33 @@ func TestTruncatedAnswerAskedOverTCP(t *testing.T) {
 	}
 	if rep.Failed() || rep.Count(Warning) > 0 {
 		t.Errorf("check has errors or warnings: %q", findings(rep))
+	}
+}
+
+// TestLameServers: a server that answers SERVFAIL, or answers without
+// AA, is lame.
+func TestLameServers(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		h    *child
+		want string
+	}{
+		{&child{rcode: dns.RcodeServerFailure}, "error server ns.elsewhere.test. (127.0.0.2:PORT) is lame: it answers SERVFAIL for gslb.example.test., so it does not serve the zone"},
+		{&child{notAA: true}, "error server ns.elsewhere.test. (127.0.0.2:PORT) is lame: it answers NOERROR, AA clear, RA clear, 1 answer, 0 authority, 0 additional records: it is not authoritative for gslb.example.test. (a resolver or forwarder?)"},
+	} {
+		port := startChild(t, "127.0.0.2", c.h)
+		parent := startParent(t, "gslb IN NS ns.elsewhere.test.\n")
+		rep, err := Check(t.Context(), "gslb.example.test", Options{Parent: parent, Port: port, QueryTimeout: time.Second,
+			LookupHost: func(context.Context, string) ([]netip.Addr, error) {
+				return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantFinding(t, rep, strings.ReplaceAll(c.want, "PORT", fmt.Sprint(port)))
+		if !rep.Failed() {
+			t.Errorf("a lame server passed: %q", findings(rep))
+		}
 	}
 }
 
