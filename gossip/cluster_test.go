@@ -39,6 +39,11 @@ type spec struct {
 	transport func(*Node) func(memberlist.Transport) memberlist.Transport
 	// tune, when set, adjusts the memberlist configuration before Run.
 	tune func(*memberlist.Config)
+	// exchange and exchangeEvery set Options.Exchange and ExchangeInterval.
+	exchange      Exchange
+	exchangeEvery time.Duration
+	// prepare, when set, adjusts the node before Run.
+	prepare func(*Node)
 }
 
 // tnode is a running test node.
@@ -68,9 +73,13 @@ func startNode(t testing.TB, s spec) *tnode {
 	local.Configure(testConfig())
 	table := health.NewTable(local, health.TableOptions{Self: s.name, Region: s.region, StaleAfter: s.staleAfter})
 	logs := newLogCounter(s.name)
-	n, err := New(Options{Config: s.gossip, Name: s.name, Region: s.region, Local: local, Table: table, Logger: slog.New(logs)})
+	n, err := New(Options{Config: s.gossip, Name: s.name, Region: s.region, Local: local, Table: table, Logger: slog.New(logs),
+		Exchange: s.exchange, ExchangeInterval: s.exchangeEvery})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.prepare != nil {
+		s.prepare(n)
 	}
 	n.skipLeave = s.skipLeave
 	if s.transport != nil {

@@ -24,15 +24,21 @@ func (d delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg merges a broadcast view. memberlist owns b; Decode copies what
-// it keeps.
-func (d delegate) NotifyMsg(b []byte) { d.n.receive(b) }
+// NotifyMsg merges a broadcast view, or takes in a peer's Exchange export.
+// memberlist owns b; Decode and receiveExchange copy what they keep.
+func (d delegate) NotifyMsg(b []byte) {
+	if len(b) > 0 && b[0] == msgExchange {
+		d.n.receiveExchange(b)
+		return
+	}
+	d.n.receive(b)
+}
 
 // GetBroadcasts returns the queued observation changes that fit in limit.
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	msgs := d.n.queue.GetBroadcasts(overhead, limit)
 	for _, m := range msgs {
-		d.n.metrics.countSent(false, len(m))
+		d.n.metrics.countSent(kindView, len(m))
 	}
 	return msgs
 }
@@ -45,7 +51,7 @@ func (d delegate) LocalState(bool) []byte {
 		d.n.log.Warn("gossip full view not sent", "err", err)
 		return nil
 	}
-	d.n.metrics.countSent(true, len(b))
+	d.n.metrics.countSent(kindFullView, len(b))
 	return b
 }
 
@@ -86,7 +92,7 @@ func (n *Node) welcome(ctx context.Context, ml *memberlist.Memberlist) {
 			n.log.Debug("gossip view not sent to a joining peer", "peer", name, "err", err)
 			continue
 		}
-		n.metrics.countSent(true, len(b))
+		n.metrics.countSent(kindFullView, len(b))
 	}
 }
 
@@ -105,7 +111,7 @@ func (n *Node) receive(b []byte) {
 		n.log.Debug("gossip message dropped", "err", err, "bytes", len(b))
 		return
 	}
-	n.metrics.countReceived(v.Full, len(b))
+	n.metrics.countReceived(viewKind(v.Full), len(b))
 	if n.incompatible(v.Origin) {
 		return
 	}
@@ -161,6 +167,12 @@ func (n *Node) alive(nd *memberlist.Node, joined bool) {
 		case n.joined <- nd.Name:
 		default: // push/pull will carry our view
 		}
+		if n.opts.Exchange != nil {
+			select {
+			case n.exchangeJoined <- nd.Name:
+			default: // the next round will carry our export
+			}
+		}
 	}
 	switch {
 	case joined || !known:
@@ -188,6 +200,7 @@ func (n *Node) gone(nd *memberlist.Node) {
 	if !compatible {
 		return
 	}
+	n.inbox.drop(nd.Name)
 	m, _ := decodeMeta(nd.Meta)
 	n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: false})
 	if failed {

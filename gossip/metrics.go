@@ -7,15 +7,39 @@ import (
 )
 
 // metrics are a Node's Prometheus collectors. Labels come only from closed
-// sets (the message type: view, full_view); never node names.
+// sets (the message type: view, full_view, exchange; why an exchange was
+// dropped); never node names.
 type metrics struct {
-	received, receivedBytes [2]prometheus.Counter // by message type: [0] view, [1] full_view
-	sent, sentBytes         [2]prometheus.Counter
+	received, receivedBytes [kindCount]prometheus.Counter // by message kind
+	sent, sentBytes         [kindCount]prometheus.Counter
 	decodeErrors            prometheus.Counter
 	relayed                 prometheus.Counter
 	joinAttempts            prometheus.Counter
+	exchangeDropped         [dropCount]prometheus.Counter // by dropReason
 	collectors              []prometheus.Collector
 }
+
+// Message kinds, as metric label values and array indexes.
+const (
+	kindView     = iota // a broadcast change
+	kindFullView        // push/pull, or the view sent to a joining peer
+	kindExchange        // an Exchange export
+	kindCount
+)
+
+var kindNames = [kindCount]string{"view", "full_view", "exchange"}
+
+// Why an exchange message was dropped: the closed set of the reason label.
+const (
+	dropOversizeSent     = iota // this node's export is over the size bound: not sent
+	dropOversizeReceived        // a peer's is: not accepted
+	dropStale                   // not newer than the peer's last one accepted
+	dropExportFailed            // Export returned an error: nothing to send this round
+	dropSendFailed              // the stream to a peer failed
+	dropCount
+)
+
+var dropNames = [dropCount]string{"oversize_sent", "oversize_received", "stale", "export_failed", "send_failed"}
 
 // newMetrics builds the collectors; members and queued are read at scrape
 // time. It registers them with reg unless reg is nil.
@@ -24,9 +48,9 @@ func newMetrics(reg prometheus.Registerer, members, queued func() float64) (*met
 	vec := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, []string{"type"})
 	}
-	received := vec("messages_received_total", "Gossip messages received, by type (view: a broadcast change, full_view: push/pull).")
+	received := vec("messages_received_total", "Gossip messages received, by type (view: a broadcast change, full_view: push/pull, exchange: a peer's exchanged state).")
 	receivedBytes := vec("received_bytes_total", "Bytes of gossip messages received, by type.")
-	sent := vec("messages_sent_total", "Gossip messages sent, by type (view: a broadcast change, full_view: push/pull).")
+	sent := vec("messages_sent_total", "Gossip messages sent, by type (view: a broadcast change, full_view: push/pull, exchange: this node's exchanged state, once per peer).")
 	sentBytes := vec("sent_bytes_total", "Bytes of gossip messages sent, by type.")
 	m := &metrics{
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -36,13 +60,18 @@ func newMetrics(reg prometheus.Registerer, members, queued func() float64) (*met
 		joinAttempts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "join_attempts_total", Help: "Attempts to join the cluster through the configured join addresses."}),
 	}
-	for i, full := range []bool{false, true} {
-		t := messageType(full)
+	for i, t := range kindNames {
 		m.received[i], m.receivedBytes[i] = received.WithLabelValues(t), receivedBytes.WithLabelValues(t)
 		m.sent[i], m.sentBytes[i] = sent.WithLabelValues(t), sentBytes.WithLabelValues(t)
 	}
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "exchange_dropped_total",
+		Help: "Exchange messages dropped, by reason: oversize_sent and oversize_received (over the 16 MiB bound), stale (not newer than the peer's last), export_failed, send_failed."},
+		[]string{"reason"})
+	for i, r := range dropNames {
+		m.exchangeDropped[i] = dropped.WithLabelValues(r)
+	}
 	m.collectors = []prometheus.Collector{
-		received, receivedBytes, sent, sentBytes, m.decodeErrors, m.relayed, m.joinAttempts,
+		received, receivedBytes, sent, sentBytes, m.decodeErrors, m.relayed, m.joinAttempts, dropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "members",
 			Help: "Cluster members memberlist sees alive, this node included (0 while gossip is not running)."}, members),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "broadcasts_queued",
@@ -62,20 +91,20 @@ func newMetrics(reg prometheus.Registerer, members, queued func() float64) (*met
 	return m, nil
 }
 
-// index maps a message type to its counters.
-func index(full bool) int {
+// viewKind is the kind of a view message.
+func viewKind(full bool) int {
 	if full {
-		return 1
+		return kindFullView
 	}
-	return 0
+	return kindView
 }
 
-func (m *metrics) countReceived(full bool, n int) {
-	m.received[index(full)].Inc()
-	m.receivedBytes[index(full)].Add(float64(n))
+func (m *metrics) countReceived(kind, n int) {
+	m.received[kind].Inc()
+	m.receivedBytes[kind].Add(float64(n))
 }
 
-func (m *metrics) countSent(full bool, n int) {
-	m.sent[index(full)].Inc()
-	m.sentBytes[index(full)].Add(float64(n))
+func (m *metrics) countSent(kind, n int) {
+	m.sent[kind].Inc()
+	m.sentBytes[kind].Add(float64(n))
 }

@@ -52,6 +52,11 @@ type Options struct {
 	Table      *health.Table
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // may be nil
+	// Exchange, if set, is state this node sends every peer each
+	// ExchangeInterval (default 15 s) and shortly after a peer joins, and
+	// receives theirs into (see Exchange).
+	Exchange         Exchange
+	ExchangeInterval time.Duration
 }
 
 // Node is this process's member of the gossip cluster. New builds it and
@@ -78,9 +83,19 @@ type Node struct {
 	lost   map[string]lostPeer // failed peers Run tries to reconnect to
 	joined chan string         // peers that just joined, to send our view to
 
+	// Exchange: peers' exports waiting for Accept; peers that just joined,
+	// to send our export to; the seq of our exports (the exchange
+	// goroutine's); the size bound.
+	inbox          *inbox
+	exchangeJoined chan string
+	exchangeSeq    uint64
+	exchangeLimit  int
+
 	// Test hooks.
 	skipLeave      bool          // Run ends without Leave, as if the process were killed
 	reconnectEvery time.Duration // how often Run retries lost peers
+	// exchangeJoinDelay is how long after a join the export goes out.
+	exchangeJoinDelay time.Duration
 	// wrapTransport, when set, wraps the "udp" transport (memberlist's
 	// NetTransport), e.g. to drop a partitioned peer's traffic.
 	wrapTransport func(memberlist.Transport) memberlist.Transport
@@ -91,6 +106,9 @@ type Node struct {
 func New(opts Options) (*Node, error) {
 	if err := opts.check(); err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	if opts.ExchangeInterval == 0 {
+		opts.ExchangeInterval = defaultExchangeInterval
 	}
 	log := opts.Logger
 	if log == nil {
@@ -110,6 +128,11 @@ func New(opts Options) (*Node, error) {
 		lost:           map[string]lostPeer{},
 		joined:         make(chan string, welcomeQueue),
 		reconnectEvery: reconnectInterval,
+
+		inbox:             newInbox(),
+		exchangeJoined:    make(chan string, welcomeQueue),
+		exchangeLimit:     maxExchangeBytes,
+		exchangeJoinDelay: exchangeJoinDelay,
 	}
 	if opts.Config.Keyring != "" {
 		if n.keyring, err = openKeyring(opts.Config.Keyring, log); err != nil {
@@ -142,6 +165,8 @@ func (o Options) check() error {
 		return fmt.Errorf("region must be 1..%d bytes, not %d", maxRegion, len(o.Region))
 	case len(g.Cluster) > memberlist.LabelMaxSize:
 		return fmt.Errorf("cluster label is longer than %d bytes", memberlist.LabelMaxSize)
+	case o.ExchangeInterval < 0:
+		return fmt.Errorf("exchange interval %s is negative", o.ExchangeInterval)
 	}
 	host, _, err := splitHostPort("bind", g.Bind)
 	if err != nil {
@@ -244,27 +269,14 @@ func (n *Node) Run(ctx context.Context) error {
 	// The transport outlives ctx until memberlist has left and shut down.
 	tctx, cancelTransport := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelTransport()
-	if n.opts.Config.Transport == "tls" {
-		t, err := NewTLSTransport(tctx, TLSTransportConfig{
-			BindAddr: n.conf.BindAddr, BindPort: n.conf.BindPort,
-			CAFile: n.opts.Config.CA, CertFile: n.opts.Config.Cert, KeyFile: n.opts.Config.Key,
-			Logger: n.log.With("lib", "tls_transport"), Timeout: n.conf.TCPTimeout,
-		})
-		if err != nil {
-			return fmt.Errorf("gossip: %w", err)
-		}
-		n.conf.Transport = t
+	t, err := n.transport(tctx)
+	if err != nil {
+		return fmt.Errorf("gossip: start memberlist on %s: %w", n.opts.Config.Bind, err)
 	}
-	if n.wrapTransport != nil && n.conf.Transport == nil {
-		t, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{n.conf.BindAddr}, BindPort: n.conf.BindPort, Logger: n.conf.Logger})
-		if err != nil {
-			return fmt.Errorf("gossip: %w", err)
-		}
-		n.conf.Transport = n.wrapTransport(t)
-	}
+	n.conf.Transport = t
 	ml, err := memberlist.Create(n.conf)
 	if err != nil {
+		t.Shutdown() // memberlist shuts it down on some failures, not all
 		return fmt.Errorf("gossip: start memberlist on %s: %w", n.opts.Config.Bind, err)
 	}
 	addr := ml.LocalNode().Address()
@@ -278,10 +290,41 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.join(ctx, ml) })
 	wg.Go(func() { n.reconnect(ctx, ml) })
 	wg.Go(func() { n.welcome(ctx, ml) })
+	if n.opts.Exchange != nil {
+		wg.Go(func() { n.exchange(ctx, ml) })
+		wg.Go(func() { n.deliver(ctx) })
+	}
 	<-ctx.Done()
 	n.stop(ml)
 	wg.Wait()
 	return nil
+}
+
+// transport builds the node's transport: mutual TLS, or memberlist's own
+// (through the test hook, if set), with a deadline on every dialed stream.
+func (n *Node) transport(ctx context.Context) (memberlist.Transport, error) {
+	var t memberlist.Transport
+	if n.opts.Config.Transport == "tls" {
+		tt, err := NewTLSTransport(ctx, TLSTransportConfig{
+			BindAddr: n.conf.BindAddr, BindPort: n.conf.BindPort,
+			CAFile: n.opts.Config.CA, CertFile: n.opts.Config.Cert, KeyFile: n.opts.Config.Key,
+			Logger: n.log.With("lib", "tls_transport"), Timeout: n.conf.TCPTimeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+		t = tt
+	} else {
+		nt, err := netTransport(n.conf)
+		if err != nil {
+			return nil, err
+		}
+		t = nt
+		if n.wrapTransport != nil {
+			t = n.wrapTransport(nt)
+		}
+	}
+	return &deadlineTransport{Transport: t, timeout: n.conf.TCPTimeout}, nil
 }
 
 // stop leaves the cluster (unless a test kills the node) and shuts down.

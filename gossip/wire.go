@@ -15,6 +15,15 @@ package gossip
 // guessed at. Every length is bounded, so a decoder never allocates more
 // than the message warrants, and Decode never panics (FuzzDecode).
 //
+// An Exchange export travels in its own message type, point to point over
+// memberlist's reliable stream (never gossiped or relayed):
+//
+//	exchange = type:byte (msgExchange) version:byte origin epoch:uvarint
+//	           seq:uvarint payload:bytes (the rest of the message)
+//
+// (epoch, seq) orders one origin's exports: a receiver keeps the newest.
+// The payload is opaque to gossip and at most maxExchangeBytes long.
+//
 // Closed sets stay closed: a State outside Unknown/Up/Down is an error; a
 // Reason this build does not know (a newer peer's) is read as
 // probe.ReasonError, so the values that reach metrics and the table are
@@ -38,6 +47,7 @@ import (
 const (
 	msgView     byte = 1 // broadcast: the observations that changed
 	msgFullView byte = 2 // push/pull: the origin's whole view
+	msgExchange byte = 3 // reliable stream: the origin's Exchange export
 )
 
 // wireVersion is the second byte of every message.
@@ -51,6 +61,12 @@ const (
 	maxReason = 32     // bytes of a reason
 	maxDetail = 256    // bytes of a detail; longer ones are truncated on encode
 	maxObs    = 10_000 // observations in one view
+
+	// maxExchangeBytes bounds an Exchange payload, sent or received (16
+	// MiB; memberlist itself refuses stream messages over 20 MiB). An
+	// export over it is not sent, a message over it not accepted: both
+	// are counted (exchange_dropped_total).
+	maxExchangeBytes = 16 << 20
 )
 
 // minObsLen is the smallest encoded observation, used to reject counts a
@@ -369,11 +385,52 @@ func (r *reader) addr() netip.Addr {
 	return a
 }
 
-// messageType names a message's type as the metrics label it: the closed
-// set "view", "full_view".
-func messageType(full bool) string {
-	if full {
-		return "full_view"
+// exchangeMsg is a decoded exchange message.
+type exchangeMsg struct {
+	origin     string
+	epoch, seq uint64
+	payload    []byte
+}
+
+// newer reports whether m comes after an export of its origin with the
+// given epoch and seq: a later epoch (a restart), or the same with a
+// higher seq.
+func (m exchangeMsg) newer(epoch, seq uint64) bool {
+	return m.epoch > epoch || m.epoch == epoch && m.seq > seq
+}
+
+// encodeExchange frames an export of origin's.
+func encodeExchange(origin string, epoch, seq uint64, payload []byte) []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen64*3+len(origin)+len(payload))
+	b = append(b, msgExchange, wireVersion)
+	b = appendString(b, origin)
+	b = binary.AppendUvarint(b, epoch)
+	b = binary.AppendUvarint(b, seq)
+	return append(b, payload...)
+}
+
+// decodeExchange parses an exchange message. The payload aliases b, and
+// may be longer than maxExchangeBytes: the caller checks, and copies what
+// it keeps.
+func decodeExchange(b []byte) (exchangeMsg, error) {
+	switch {
+	case len(b) < 2:
+		return exchangeMsg{}, fmt.Errorf("gossip: decode exchange: %w", errTruncated)
+	case b[0] != msgExchange:
+		return exchangeMsg{}, fmt.Errorf("gossip: decode exchange: message type %d", b[0])
+	case b[1] != wireVersion:
+		return exchangeMsg{}, fmt.Errorf("gossip: decode exchange: unsupported format version %d (this node speaks %d)", b[1], wireVersion)
 	}
-	return "view"
+	r := reader{b: b[2:]}
+	m := exchangeMsg{origin: r.string("origin", maxOrigin)}
+	m.epoch = r.uvarint()
+	m.seq = r.uvarint()
+	if r.err == nil && m.origin == "" {
+		r.err = errors.New("empty origin")
+	}
+	if r.err != nil {
+		return exchangeMsg{}, fmt.Errorf("gossip: decode exchange: %w", r.err)
+	}
+	m.payload = r.b
+	return m, nil
 }
