@@ -19,6 +19,13 @@
 //     restarted node supersedes what it said before; receivers never compare
 //     wall clocks (serf's ordering).
 //
+// Besides health, a node can share opaque state with every peer (Options.
+// Exchange: the skew package's per-node statistics). That goes point to
+// point, never relayed: each interval, and shortly after a peer joins, the
+// node sends its export to every live peer over memberlist's reliable
+// stream, and hands each peer's newest export to Exchange.Accept from its
+// own goroutine (see exchange.go).
+//
 // Packets are encrypted with the memberlist keyring (AES-GCM; the keyring
 // file can be rotated without a partition, see Node.UpdateKeyring) and
 // labelled with the cluster name, so a node with a wrong key or of another

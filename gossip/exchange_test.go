@@ -537,3 +537,39 @@ func TestDeadlineTransport(t *testing.T) {
 		t.Errorf("the write took %s to time out", d)
 	}
 }
+
+// BenchmarkExchange measures one 4 MiB export reaching a peer over an
+// encrypted stream (profile "lan", keyring): Export, memberlist's LZW
+// compression and AES-GCM, loopback TCP, decryption, decompression, the
+// mailbox and Accept. Each iteration bumps the version and waits for it.
+//
+//	go test -run '^$' -bench Exchange -benchtime 20x ./gossip
+func BenchmarkExchange(b *testing.B) {
+	const size = 4 << 20
+	g := loopbackGossip()
+	g.Profile = "lan"
+	g.Keyring = writeKeyring(b, b.TempDir(), "k", testKey(1))
+	quick := func(n *Node) { n.exchangeJoinDelay = time.Millisecond }
+	from, to := newTestExchange("b1", size), newTestExchange("b2", size)
+	sender := startNode(b, spec{name: "b1", region: "r1", gossip: g, exchange: from, exchangeEvery: time.Hour, prepare: quick})
+	startNode(b, spec{name: "b2", region: "r2", gossip: g, exchange: to, exchangeEvery: time.Hour, prepare: quick,
+		join: []string{sender.node.LocalAddr()}})
+	wait := func(version uint64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for v, ok := to.latest()["b1"]; !ok || v < version; v, ok = to.latest()["b1"] {
+			if time.Now().After(deadline) {
+				b.Fatalf("version %d did not arrive in 30 s", version)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	wait(0) // sent on join
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := range b.N {
+		v := uint64(i + 1)
+		from.version.Store(v)
+		sender.node.exchangeJoined <- "b2" // a round for b2 now
+		wait(v)
+	}
+}

@@ -55,7 +55,7 @@ func testKey(i byte) []byte { return bytes.Repeat([]byte{i}, 32) }
 
 // writeKeyring writes keys (base64, one per line, first primary) to a file
 // in dir and returns its path.
-func writeKeyring(t *testing.T, dir, name string, keys ...[]byte) string {
+func writeKeyring(t testing.TB, dir, name string, keys ...[]byte) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("# test keyring\n\n")
