@@ -29,9 +29,10 @@ package skew
 //   - fewer than 3 long gaps: λ̂ = q/max(1 − q·τ̂, ε) from the query rate q
 //     over what was seen of it, taken as a bound (×1/4 .. ×4), not a
 //     measurement.
-//   - pooled: m̂ = the most answers in any τ-long interval is a lower bound
-//     on the caches behind the address (one cache asks at most once per
-//     τ); each then asks at q/m̂, so λ̂ = m̂·λ_c with
+//   - pooled: m̂ = the most answers in any 0.8τ-long interval is a lower
+//     bound on the caches behind the address (one cache asks at most once
+//     per τ, the margin absorbs jitter); each then asks at q/m̂, so
+//     λ̂ = m̂·λ_c with
 //     λ_c = 1/max(m̂/q − τ, δ). Lower bound q (every query is at least one
 //     client lookup), upper prior m̂/δ.
 //
@@ -70,10 +71,13 @@ type ident struct {
 	src netip.Addr
 	ecs netip.Prefix
 	ev  []idEvent
+	pro profile // the long-term profile before the ring (zero: none)
 
 	tau      float64 // TTL sent (median), seconds
 	long     []float64
 	short    int
+	nLong    float64 // long gaps, with the profile's
+	nShort   float64
 	floor    float64 // seconds; 0 when there is no long gap
 	pValue   float64 // of the honour hypothesis (clamp test); 1 when untested
 	class    string
@@ -83,40 +87,58 @@ type ident struct {
 	lamHi    float64
 	lamVar   float64 // sampling variance of lam (0 for bounded identities)
 	bounded  bool    // lam is only known within [lamLo, lamHi]
-	gapCount int     // long gaps behind lam
+	gapCount float64 // i.i.d. excesses behind lam
+	// perCache scales lam to the rate behind one answer: 1/m̂ for a pooled
+	// identity, whose m̂ caches each hold their own answer for a full τ
+	// (pooled answers are not cut short by the next query, which is
+	// another cache's), 1 otherwise.
+	perCache float64
+	pooled   bool
 }
+
+// precise reports whether the identity's demand is measured, not bounded,
+// to within a relative standard error of 25 % (k ≥ 18 excesses).
+func (id *ident) precise() bool {
+	return !id.bounded && id.gapCount >= 18
+}
+
+// rate is the lookup rate behind one of the identity's answers when the
+// identity's demand is lam.
+func (id *ident) rate(lam float64) float64 { return lam * id.perCache }
 
 // analyze fills in the identity's TTL behaviour and demand, now being the
 // report time.
 func (id *ident) analyze(now int64) {
 	id.gaps()
 	id.tau = medianTTL(id.ev)
-	tau := id.tau
-	m := len(id.long)
-	id.pooled()
-	id.life, id.pValue = tau, 1
-	if m >= 2 {
-		id.floor = id.long[1]
-	} else if m == 1 {
-		id.floor = id.long[0]
-	}
+	id.nLong = float64(len(id.long)) + id.pro.n
+	id.nShort = float64(id.short) + id.pro.short
+	id.pValue, id.perCache = 1, 1
+	id.floor = id.secondSmallest()
+	// A cache holds an answer for its refresh floor at most: the TTL, or
+	// the smallest gap seen when every gap is longer (a clamp not yet
+	// proven keeps the answer that long too; the next query ends it
+	// anyway).
+	id.life = max(id.tau, id.smallest())
 	switch {
-	case id.class == classPooled:
+	case id.nShort >= 2 && id.nShort > 0.2*(id.nShort+id.nLong):
+		id.class, id.pooled, id.life = classPooled, true, id.tau
 		id.poolDemand(now)
-	case m >= 3:
+	case id.nLong >= 3:
 		id.gapDemand()
 	default:
 		id.fewDemand(now)
 	}
 }
 
-// gaps splits the identity's gaps into long ones (sorted) and a count of
-// short ones. No gap is taken across an event that opened a node's log.
+// gaps splits the identity's gaps since its profile into long ones (sorted)
+// and a count of short ones. No gap is taken across an event that opened a
+// node's log.
 func (id *ident) gaps() {
 	id.long = id.long[:0]
 	id.short = 0
 	for i := 1; i < len(id.ev); i++ {
-		if id.ev[i].first {
+		if id.ev[i].first || id.ev[i].at < id.pro.until {
 			continue
 		}
 		g := float64(id.ev[i].at-id.ev[i-1].at) / 1e9
@@ -129,28 +151,70 @@ func (id *ident) gaps() {
 	slices.Sort(id.long)
 }
 
-func (id *ident) pooled() {
-	if id.short >= 2 && float64(id.short) > 0.2*float64(id.short+len(id.long)) {
-		id.class = classPooled
+// smallest returns the smallest long gap (ring and profile); 0 when none.
+func (id *ident) smallest() float64 {
+	c := id.candidates()
+	if len(c) == 0 {
+		return 0
 	}
+	return c[0]
+}
+
+// secondSmallest is the refresh floor: the 2nd-smallest long gap (the
+// smallest when there is one).
+func (id *ident) secondSmallest() float64 {
+	c := id.candidates()
+	switch len(c) {
+	case 0:
+		return 0
+	case 1:
+		return c[0]
+	}
+	return c[1]
+}
+
+// candidates returns the two smallest long gaps of the ring and the
+// profile, sorted.
+func (id *ident) candidates() []float64 {
+	c := make([]float64, 0, 4)
+	c = append(c, id.long[:min(2, len(id.long))]...)
+	for _, g := range id.pro.mins {
+		if g > 0 {
+			c = append(c, g)
+		}
+	}
+	slices.Sort(c)
+	return c
+}
+
+// excess returns Σ(g − base) over the long gaps of the ring and the profile
+// (each ring term at least 0 when clip).
+func (id *ident) excess(base float64, clip bool) float64 {
+	var sum float64
+	for _, g := range id.long {
+		if clip {
+			sum += max(g-base, 0)
+		} else {
+			sum += g - base
+		}
+	}
+	if id.pro.n > 0 {
+		sum += id.pro.sumG - base*id.pro.n
+	}
+	return sum
 }
 
 // gapDemand estimates λ from three or more long gaps.
 func (id *ident) gapDemand() {
-	tau, m := id.tau, len(id.long)
-	var sumEx float64
-	for _, g := range id.long {
-		sumEx += g - tau
-	}
-	if id.floor >= 1.5*tau && sumEx > 0 {
-		r := float64(m) * (id.long[0] - tau) / sumEx
-		id.pValue = math.Pow(max(1-r, 0), float64(m-1))
+	tau, m := id.tau, id.nLong
+	if sumEx := id.excess(tau, false); id.floor >= 1.5*tau && sumEx > 0 {
+		r := m * (id.smallest() - tau) / sumEx
+		id.pValue = math.Pow(max(1-r, 0), m-1)
 	}
 	shifted := false
 	switch {
 	case id.floor >= 1.5*tau && id.pValue < 0.01:
 		id.class, shifted = classClamped, true
-		id.life = max(tau, id.floor)
 	case id.floor >= 0.8*tau && id.floor < 0.98*tau:
 		id.class, shifted = classPrefetch, true
 	case id.floor < 0.8*tau:
@@ -158,33 +222,30 @@ func (id *ident) gapDemand() {
 	default:
 		id.class = classHonour
 	}
-	var k int
-	var sum float64
+	var k, sum float64
 	if shifted && m >= 4 {
-		for _, g := range id.long[2:] {
-			sum += g - id.floor
-		}
+		// The m−2 gaps above the floor: Σ(g − floor) over all long gaps,
+		// less the smallest one's negative term (the floor's own is 0).
+		sum = id.excess(id.floor, false) + (id.floor - id.smallest())
 		k = m - 2
 	} else {
-		for _, g := range id.long {
-			sum += max(g-tau, 0)
-		}
+		sum = max(id.excess(tau, true), 0)
 		k = m
 	}
 	id.gapCount = k
-	c := float64(k - 1)
+	c := k - 1
 	if k < 2 {
 		c = 0.5
 	}
-	if sum < float64(k)*delta {
+	if sum < k*delta {
 		id.class = classSaturated
-		id.lam = c / (float64(k) * delta)
+		id.lam = c / (k * delta)
 		id.lamLo, id.lamHi, id.bounded = id.lam, saturatedPrior*id.lam, true
 		return
 	}
 	id.lam = c / sum
 	id.lamLo, id.lamHi = id.lam, id.lam
-	id.lamVar = id.lam * id.lam / float64(max(k-2, 1))
+	id.lamVar = id.lam * id.lam / max(k-2, 1)
 }
 
 // fewDemand estimates λ from the query rate when there are fewer than three
@@ -205,14 +266,17 @@ func (id *ident) fewDemand(now int64) {
 func (id *ident) poolDemand(now int64) {
 	tau := max(id.tau, 1)
 	first, last := id.ev[0].at, id.ev[len(id.ev)-1].at
-	span := float64(max(now, last)-first)/1e9 + tau
-	q := float64(len(id.ev)) / span
-	caches := float64(maxInInterval(id.ev, int64(tau*1e9)))
+	n := float64(len(id.ev))
+	q := n / (float64(max(now, last)-first)/1e9 + tau)
+	if len(id.ev) >= 3 {
+		q = (n - 1) / (float64(last-first) / 1e9)
+	}
+	caches := float64(maxInInterval(id.ev, int64(0.8*tau*1e9)))
 	perCache := 1 / max(caches/q-tau, delta)
-	id.lam = caches * perCache
+	id.perCache = 1 / caches
+	id.lam = max(caches*perCache, q)
 	id.lamLo = q
 	id.lamHi = max(caches/delta, id.lam)
-	id.lam = max(id.lam, q)
 	id.bounded = true
 }
 

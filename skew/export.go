@@ -4,7 +4,8 @@ package skew
 // receive it.
 //
 //	export   = "MSKW" version:byte node:string at:varint window:uvarint
-//	           dropped:uvarint late:uvarint invalid:uvarint truncated:byte
+//	           ringstart:varint dropped:uvarint late:uvarint invalid:uvarint
+//	           truncated:byte
 //	           nsvc:uvarint service*nsvc nhealth:uvarint health*nhealth
 //	           nwin:uvarint window*nwin
 //	service  = name:string policy:string ttl:uvarint nend:uvarint endpoint*nend
@@ -56,9 +57,13 @@ var exportMagic = []byte("MSKW")
 // Export is one node's recorded state, as decoded from a peer (or taken
 // from this node for a report).
 type Export struct {
-	Node      string
-	At        int64         // unix nanoseconds when exported
-	Window    time.Duration // the node's tumbling window
+	Node   string
+	At     int64         // unix nanoseconds when exported
+	Window time.Duration // the node's tumbling window
+	// RingStart is the start of the oldest window the node still holds
+	// (unix nanoseconds; 0 before its first answer): windows before it are
+	// gone, not empty.
+	RingStart int64
 	Services  []Service     // the node's services (Logger-free Config.Services)
 	Health    []HealthEvent // indexes into Services; in time order
 	Windows   []Window      // oldest first
@@ -142,6 +147,7 @@ func (r *Recorder) snapshot(now int64, service string) *Export {
 	if !s.started {
 		return x
 	}
+	x.RingStart = (s.cur - ringWindows + 1) * s.window
 	for idx := s.cur - ringWindows + 1; idx <= s.cur; idx++ {
 		w := s.wins[((idx%ringWindows)+ringWindows)%ringWindows]
 		if w == nil || w.idx != idx || idx*s.window > now {
@@ -261,6 +267,7 @@ func (x *Export) appendTo(b []byte, keep int) []byte {
 	b = appendString(b, x.Node)
 	b = binary.AppendVarint(b, x.At)
 	b = binary.AppendUvarint(b, uint64(x.Window))
+	b = binary.AppendVarint(b, x.RingStart)
 	b = binary.AppendUvarint(b, x.Dropped)
 	b = binary.AppendUvarint(b, x.Late)
 	b = binary.AppendUvarint(b, x.Invalid)
@@ -569,6 +576,10 @@ func decodeExport(b []byte) (*Export, error) {
 		d.fail("window %d ns is outside 1s..2h", win)
 	}
 	x.Window = time.Duration(win)
+	x.RingStart = d.varint()
+	if d.err == nil && win != 0 && x.RingStart%int64(win) != 0 {
+		d.fail("ring start %d is not a multiple of the window", x.RingStart)
+	}
 	x.Dropped, x.Late, x.Invalid = d.uvarint(), d.uvarint(), d.uvarint()
 	switch t := d.byte(); t {
 	case 0, 1:

@@ -46,9 +46,19 @@ type idEvent struct {
 // mergeExports builds the view of service svc for the ring ending with the
 // window holding now-1, from exports (this node's first).
 func mergeExports(svc Service, window, now int64, exports []*Export) *merged {
+	// The ring is the windows every contributing node still holds: a node
+	// that has moved on to a new window has dropped the oldest one, and
+	// merging that window from the others alone would leave holes in the
+	// sequences (gaps that look like clamping).
 	last := floorDiv(now-1, window)
-	m := &merged{svc: svc, window: window, first: last - ringWindows + 1}
-	m.wins = make([]mwin, ringWindows)
+	first := last - ringWindows + 1
+	for _, x := range exports {
+		if int64(x.Window) == window && x.RingStart != 0 {
+			first = max(first, floorDiv(x.RingStart, window))
+		}
+	}
+	m := &merged{svc: svc, window: window, first: first}
+	m.wins = make([]mwin, max(last-first+1, 0))
 	n := len(svc.Endpoints)
 	for i := range m.wins {
 		w := &m.wins[i]
@@ -67,7 +77,7 @@ func mergeExports(svc Service, window, now int64, exports []*Export) *merged {
 		contributed := false
 		for _, xw := range x.Windows {
 			idx := floorDiv(xw.Start, window) - m.first
-			if idx < 0 || idx >= ringWindows || xw.Start > now {
+			if idx < 0 || idx >= int64(len(m.wins)) || xw.Start > now {
 				continue
 			}
 			sw := &xw.Services[si]

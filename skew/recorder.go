@@ -110,6 +110,8 @@ type Recorder struct {
 
 	mu sync.Mutex // guards st and the rings' consumer side
 	st *state
+
+	prof *profiles // long-term demand profiles, built by reports
 }
 
 // New validates cfg and returns a recorder. It starts nothing: Run drains
@@ -128,6 +130,7 @@ func New(cfg Config) (*Recorder, error) {
 	}
 	r.cfg.Store(c)
 	r.st = newState(c)
+	r.prof = newProfiles(2*c.cfg.TopK + 1024)
 	return r, nil
 }
 
@@ -382,6 +385,14 @@ func (r *Recorder) drainLocked() {
 			}
 		}
 	}
+}
+
+// Flush drains the hand-off now, as Run does continuously: for callers
+// that record without running Run (simulations, tests).
+func (r *Recorder) Flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drainLocked()
 }
 
 // translate moves x into c's index space; false when it was recorded under

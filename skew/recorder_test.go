@@ -74,7 +74,8 @@ func TestRecordAndReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Resolver 1 asks every 30.1 s and always gets use1 (a heavy cache,
-	// λ = 10/s); resolvers 2..41 ask every 100-300 s and get euw1.
+	// λ = 10/s); resolvers 2..41 are light caches (λ = 1/150 s: they ask
+	// 30 s + Exp(150 s) after each answer) and get euw1.
 	var sent [2]uint64
 	for at := t0; at < t0+int64(10*time.Minute); at += int64(30100 * time.Millisecond) {
 		r.Record(Answer{Service: 0, Source: addr(1), Endpoints: 1, TTL: 30, At: at})
@@ -82,8 +83,7 @@ func TestRecordAndReport(t *testing.T) {
 	}
 	rnd := rand.New(rand.NewPCG(3, 4))
 	for i := 2; i < 42; i++ {
-		gap := int64(100+rnd.IntN(200)) * int64(time.Second)
-		for at := t0 + int64(rnd.IntN(60))*int64(time.Second); at < t0+int64(10*time.Minute); at += gap {
+		for at := t0 + int64(rnd.IntN(60))*int64(time.Second); at < t0+int64(10*time.Minute); at += int64((30 + 150*rnd.ExpFloat64()) * 1e9) {
 			r.Record(Answer{Service: 0, Source: addr(i), Endpoints: 2, TTL: 30, At: at})
 			sent[1]++
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"net/netip"
 	"slices"
 	"time"
 )
@@ -178,6 +179,12 @@ func (r *Recorder) Report(service string, window time.Duration, now int64, peers
 		return nil, fmt.Errorf("skew: report %s: window %s is not a multiple of %s up to %s",
 			service, window, time.Duration(c.window), time.Duration(c.window)*(ringWindows-1))
 	}
+	return buildReport(c.cfg.Services[si], r.exports(now, service, peers), int64(window), now, c.window, r.prof)
+}
+
+// exports returns this node's snapshot of service followed by the newest
+// export of each other node among peers.
+func (r *Recorder) exports(now int64, service string, peers []*Export) []*Export {
 	own := r.snapshot(now, service)
 	exports := []*Export{own}
 	newest := map[string]int{}
@@ -194,14 +201,60 @@ func (r *Recorder) Report(service string, window time.Duration, now int64, peers
 		newest[p.Node] = len(exports)
 		exports = append(exports, p)
 	}
-	return buildReport(c.cfg.Services[si], exports, int64(window), now, c.window)
+	return exports
 }
 
-func buildReport(svc Service, exports []*Export, window, now, tumbling int64) (*Report, error) {
+// IdentityEstimate is what the report infers about one cache identity from
+// its answers over the last hour.
+type IdentityEstimate struct {
+	Identity  string       `json:"identity"`
+	Source    netip.Addr   `json:"source"`
+	ECS       netip.Prefix `json:"ecs"`
+	Class     string       `json:"class"` // honour | prefetch | clamped | pooled | saturated | few-gaps
+	Answers   int          `json:"answers"`
+	Gaps      int          `json:"gaps"`       // gaps ≥ 0.5τ
+	ShortGaps int          `json:"short_gaps"` // gaps < 0.5τ
+	TTL       float64      `json:"ttl_s"`      // TTL sent (median)
+	FloorS    float64      `json:"floor_s"`    // 2nd-smallest gap ≥ 0.5τ
+	PValue    float64      `json:"p_honour"`   // of the honour hypothesis (clamp test)
+	Demand    float64      `json:"demand_per_s"`
+	DemandLo  float64      `json:"demand_lo"`
+	DemandHi  float64      `json:"demand_hi"`
+	Bounded   bool         `json:"bounded"` // demand only known within [lo, hi]
+}
+
+// Identities returns the per-identity analysis behind a report of service
+// at now: every identity with logged answers in the last hour, on this node
+// or the peers.
+func (r *Recorder) Identities(service string, now int64, peers []*Export) ([]IdentityEstimate, error) {
+	c := r.cfg.Load()
+	si, ok := c.byName[service]
+	if !ok {
+		return nil, fmt.Errorf("skew: identities: no service %q", service)
+	}
+	m := mergeExports(c.cfg.Services[si], c.window, now, r.exports(now, service, peers))
+	out := make([]IdentityEstimate, 0, len(m.ids))
+	for _, id := range m.ids {
+		id.pro = r.prof.get(id.key)
+		id.analyze(now)
+		out = append(out, IdentityEstimate{
+			Identity: identityString(id.src, id.ecs), Source: id.src, ECS: id.ecs, Class: id.class,
+			Answers: len(id.ev), Gaps: int(math.Round(id.nLong)), ShortGaps: int(math.Round(id.nShort)), TTL: id.tau, FloorS: id.floor,
+			PValue: id.pValue, Demand: id.lam, DemandLo: id.lamLo, DemandHi: id.lamHi, Bounded: id.bounded,
+		})
+	}
+	return out, nil
+}
+
+func buildReport(svc Service, exports []*Export, window, now, tumbling int64, prof *profiles) (*Report, error) {
 	m := mergeExports(svc, tumbling, now, exports)
 	for _, id := range m.ids {
+		id.pro = prof.get(id.key)
 		id.analyze(now)
 	}
+	// Fold the gaps of the window about to leave the ring into the
+	// long-term profiles (see profile.go).
+	defer prof.fold(m.ids, (m.first+1)*tumbling, now)
 	from := floorDiv(now-window, tumbling) * tumbling
 	e := m.estimate(from, now)
 	rep := &Report{
@@ -290,11 +343,13 @@ func (m *merged) estimate(from, to int64) *windowEstimate {
 		e.admissions += w.admissions
 		e.evictions += w.evictions
 		e.eventsDropped += w.drop
+		// A tail more than twice its calm level is a flood of sources
+		// that never come back: only the calm level counts as demand.
 		v := 1.0
-		if r := tailRate(w, min(to, w.start+m.window)); r > 0 && base >= 0 && r > base {
+		if r := tailRate(w, min(to, w.start+m.window)); base >= 0 && r > 2*base {
 			v = base / r
 		}
-		if v < 0.5 {
+		if v < 0.5 && float64(w.unverTotal) > 0.25*float64(w.total) {
 			e.flood = true
 		}
 		firstShare := 0.0
@@ -339,21 +394,23 @@ func tailRate(w *mwin, end int64) float64 {
 	return max(t, 0) / d
 }
 
-// tailBaseline is the lowest tail rate of the ring's windows that saw
-// answers (the calm level a flood is measured against); -1 when none.
+// tailBaseline is the calm level of the tail rate a flood is measured
+// against: the lower quartile of the rates of the ring's windows that saw
+// answers; -1 when none did.
 func (m *merged) tailBaseline(to int64) float64 {
-	best := -1.0
+	var rates []float64
 	for i := range m.wins {
 		w := &m.wins[i]
 		if w.total == 0 || w.start >= to {
 			continue
 		}
-		r := tailRate(w, min(to, w.start+m.window))
-		if best < 0 || r < best {
-			best = r
-		}
+		rates = append(rates, tailRate(w, min(to, w.start+m.window)))
 	}
-	return best
+	if len(rates) == 0 {
+		return -1
+	}
+	slices.Sort(rates)
+	return rates[(len(rates)-1)/4]
 }
 
 // share returns the identity's answers and occupancy over [from, to), or
@@ -369,7 +426,7 @@ func (id *ident) share(from, to int64, n int) *idShare {
 			life = int64(max(ev.ttl, 1)) * 1e9
 		}
 		end := ev.at + life
-		if i+1 < len(id.ev) {
+		if i+1 < len(id.ev) && !id.pooled {
 			end = min(end, id.ev[i+1].at)
 		}
 		o := float64(min(end, to)-max(ev.at, from)) / 1e9
@@ -405,7 +462,7 @@ func (e *windowEstimate) solve(policy string) {
 		s := &e.perID[i]
 		s.de = make([]float64, n)
 		for j := 0; j < n; j++ {
-			s.de[j] = s.a[j] + s.id.lam*s.o[j]
+			s.de[j] = s.a[j] + s.id.rate(s.id.lam)*s.o[j]
 			num[j] += s.de[j]
 			s.d += s.de[j]
 		}
@@ -416,7 +473,7 @@ func (e *windowEstimate) solve(policy string) {
 	e.lo, e.hi, e.sigma, e.z = make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	var bounded float64
 	for _, s := range e.perID {
-		if s.id.bounded {
+		if !s.id.precise() {
 			bounded += s.d
 		}
 	}
@@ -491,8 +548,8 @@ func (e *windowEstimate) extreme(mask uint64, maximize bool) float64 {
 					lam = p.id.lamHi
 				}
 			}
-			num += aIn + lam*oIn
-			den += aAll + lam*oAll
+			num += aIn + p.id.rate(lam)*oIn
+			den += aAll + p.id.rate(lam)*oAll
 		}
 		next := 0.0
 		if den > 0 {
@@ -519,7 +576,7 @@ func (e *windowEstimate) statSigma(j int) float64 {
 		}
 		oAll := sum(p.o)
 		g := (p.o[j] - e.est[j]*oAll) / e.demand
-		v += g * g * p.id.lamVar
+		v += g * g * p.id.lamVar * p.id.perCache * p.id.perCache
 	}
 	v += e.est[j] * (1 - e.est[j]) / e.demand
 	return math.Sqrt(v)
@@ -839,13 +896,13 @@ func (m *merged) drain(t *TTLBehaviour, now int64) {
 		}
 		ev := id.ev[i-1]
 		end := ev.at + int64(id.life*1e9)
-		if i < len(id.ev) {
+		if i < len(id.ev) && !id.pooled {
 			end = min(end, id.ev[i].at)
 		}
 		if ev.mask&bit == 0 || end <= leave {
 			continue
 		}
-		lam := id.lam / float64(bits.OnesCount64(ev.mask))
+		lam := id.rate(id.lam) / float64(bits.OnesCount64(ev.mask))
 		holds = append(holds, hold{end, lam})
 		p0 += lam
 	}

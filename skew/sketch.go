@@ -86,18 +86,19 @@ func (h *HLL) empty() bool {
 // cmRows is the depth of the doorkeeper sketch.
 const cmRows = 4
 
-// countMin is one window's doorkeeper: cmRows rows of w cells, each a
-// saturating 16-bit count and the 16-bit time of its last touch in
-// deciseconds after epoch, plus one (0: never touched).
+// countMin is one period's doorkeeper sketch: cmRows rows of w cells, each
+// a saturating 16-bit count and the 16-bit time of its last touch in units
+// after epoch, plus one (0: never touched).
 type countMin struct {
 	mask  uint64
 	seed  uint64
-	epoch int64 // unix nanoseconds of the window start
+	epoch int64 // unix nanoseconds of the period start
+	unit  int64 // nanoseconds per touch tick (100 ms, more for long periods)
 	count []uint16
 	touch []uint16
 }
 
-func newCountMin(width int, seed uint64) *countMin {
+func newCountMin(width int, seed uint64, period int64) *countMin {
 	w := 1
 	for w < width {
 		w <<= 1
@@ -105,6 +106,7 @@ func newCountMin(width int, seed uint64) *countMin {
 	return &countMin{
 		mask:  uint64(w - 1),
 		seed:  seed,
+		unit:  max(1e8, period/60000),
 		count: make([]uint16, cmRows*w),
 		touch: make([]uint16, cmRows*w),
 	}
@@ -142,7 +144,7 @@ func (c *countMin) query(ix *[cmRows]uint64) (n uint16, last int64) {
 	if t == 0 {
 		return n, 0
 	}
-	return n, c.epoch + int64(t-1)*1e8
+	return n, c.epoch + int64(t-1)*c.unit
 }
 
 // update counts one sighting at time at (conservative update) and touches
@@ -152,7 +154,7 @@ func (c *countMin) update(ix *[cmRows]uint64, at int64) {
 	if n < math.MaxUint16 {
 		n++
 	}
-	ds := (at - c.epoch) / 1e8
+	ds := (at - c.epoch) / c.unit
 	t := uint16(min(max(ds, 0), math.MaxUint16-1) + 1)
 	for _, i := range ix {
 		c.count[i] = max(c.count[i], n)
@@ -160,38 +162,62 @@ func (c *countMin) update(ix *[cmRows]uint64, at int64) {
 	}
 }
 
-// doorkeeper decides admission to the top-k over the current and the
-// previous window, so an identity whose two sightings straddle a window
-// boundary still gets in.
+// The doorkeeper remembers sightings for doorSketches periods of
+// doorPeriod windows each: the current period and three before it, 30 to
+// 40 minutes with 5-minute windows, so that a cache clamping the TTL to
+// 600 s is seen twice within the horizon even when its queries are spread
+// over three name servers.
+const (
+	doorSketches = 4
+	doorPeriod   = 2
+)
+
+// doorkeeper decides admission to the top-k over the last doorSketches
+// periods.
 type doorkeeper struct {
-	cur, prev *countMin
+	s [doorSketches]*countMin // s[0] is the current period
 }
 
-func newDoorkeeper(width int, seed uint64) doorkeeper {
-	return doorkeeper{cur: newCountMin(width, seed), prev: newCountMin(width, seed)}
-}
-
-// rotate moves to the window starting at epoch, skipped windows later than
-// the current one.
-func (d *doorkeeper) rotate(epoch int64, skipped int64) {
-	if skipped == 1 {
-		d.cur, d.prev = d.prev, d.cur
-	} else {
-		d.prev.reset(epoch)
+func newDoorkeeper(width int, seed uint64, window int64) doorkeeper {
+	var d doorkeeper
+	for i := range d.s {
+		d.s[i] = newCountMin(width, seed, doorPeriod*window)
 	}
-	d.cur.reset(epoch)
+	return d
+}
+
+// advance moves from window number from to window number to (later), and
+// starts a new sketch for each period boundary crossed.
+func (d *doorkeeper) advance(from, to, window int64) {
+	n := floorDiv(to, doorPeriod) - floorDiv(from, doorPeriod)
+	for i := int64(0); i < min(n, doorSketches); i++ {
+		last := d.s[doorSketches-1]
+		copy(d.s[1:], d.s[:doorSketches-1])
+		d.s[0] = last
+		last.reset(floorDiv(to, doorPeriod) * doorPeriod * window)
+	}
+}
+
+// start resets every sketch for the period holding window number idx.
+func (d *doorkeeper) start(idx, window int64) {
+	for _, c := range d.s {
+		c.reset(floorDiv(idx, doorPeriod) * doorPeriod * window)
+	}
 }
 
 // admit records a sighting of key at time at and reports whether the
-// identity has now earned a place: seen before in the two windows, with
+// identity has now earned a place: seen before within the horizon, with
 // every cell quiet for at least minGap nanoseconds.
 func (d *doorkeeper) admit(key uint64, at, minGap int64) bool {
-	ix := d.cur.cells(key) // both sketches share geometry and seed
-	nc, lc := d.cur.query(&ix)
-	np, lp := d.prev.query(&ix)
-	d.cur.update(&ix, at)
-	last := max(lc, lp)
-	return int(nc)+int(np) >= 1 && last > 0 && at-last >= minGap
+	ix := d.s[0].cells(key) // all sketches share geometry and seed
+	seen, last := 0, int64(0)
+	for _, c := range d.s {
+		n, l := c.query(&ix)
+		seen += int(n)
+		last = max(last, l)
+	}
+	d.s[0].update(&ix, at)
+	return seen >= 1 && last > 0 && at-last >= minGap
 }
 
 // topEntry is one identity held by the top-k.

@@ -84,6 +84,7 @@ type state struct {
 	wins    [ringWindows]*win
 	top     topK
 	door    doorkeeper
+	pend    pending
 	metas   map[uint64]meta
 	health  []HealthEvent
 	budget  int // logged events per window
@@ -94,19 +95,21 @@ type state struct {
 
 // newState returns an empty state for c.
 //
-// Memory bound: the doorkeeper holds 2·4·w cells of 4 bytes (w = TopK
-// rounded up to a power of two, at least 1024); the top-k TopK entries of
+// Memory bound: the doorkeeper holds 4·4·w cells of 4 bytes and the
+// pending table w sightings of 80 bytes (w = TopK rounded up to a power of
+// two, at least 1024); the top-k TopK entries of
 // 32 bytes plus its index; each window at most 2·TopK+1024 logged events of
 // 24 bytes, and the identity metadata at most one 56-byte record per logged
 // event; the per-window counters and sketches are 4·8+2·256 bytes per
-// endpoint. With TopK = 100 000 that is at most about 8 MB + 6 MB +
+// endpoint. With TopK = 100 000 that is at most about 8 MB (doorkeeper) + 6 MB +
 // 13·(4.8 + 11) MB, whatever the number of distinct sources.
 func newState(c *compiled) *state {
 	k := c.cfg.TopK
 	return &state{
 		window: c.window,
 		top:    newTopK(k),
-		door:   newDoorkeeper(max(1024, k), randSeed()),
+		door:   newDoorkeeper(max(1024, k), randSeed(), c.window),
+		pend:   newPending(k),
 		metas:  map[uint64]meta{},
 		budget: 2*k + 1024,
 		decay:  math.Exp2(-1 / float64(ringWindows-1)),
@@ -127,7 +130,7 @@ func floorDiv(a, b int64) int64 {
 func (s *state) windowFor(idx int64, c *compiled) *win {
 	if !s.started {
 		s.started, s.cur = true, idx
-		s.door.rotate(idx*s.window, 2)
+		s.door.start(idx, s.window)
 	}
 	if idx > s.cur {
 		s.rotate(idx)
@@ -158,7 +161,7 @@ func (s *state) newWin(idx int64, c *compiled, old *win) *win {
 // top-k decays, and metadata of identities with no event left is dropped.
 func (s *state) rotate(idx int64) {
 	skipped := idx - s.cur
-	s.door.rotate(idx*s.window, skipped)
+	s.door.advance(s.cur, idx, s.window)
 	f := math.Pow(s.decay, float64(min(skipped, 64)))
 	s.top.decay(f)
 	s.cur = idx
@@ -208,19 +211,86 @@ func (s *state) record(x *rec, c *compiled) bool {
 		return true
 	}
 	minGap := int64(x.ttl) * 5e8 // 0.5τ
-	if !s.door.admit(x.key, x.at, minGap) {
+	seenAt := s.pend.firstSeen(x.key)
+	door := s.door.admit(x.key, x.at, minGap)
+	if !door && (seenAt == 0 || x.at-seenAt < minGap) {
 		sw.unverTotal++
 		for m := x.mask; m != 0; m &= m - 1 {
 			sw.unverified[bits.TrailingZeros64(m)]++
 		}
+		s.pend.put(x)
 		return true
 	}
 	sw.admissions++
 	if _, evicted := s.top.admit(x.key, int32(x.svc), float64(x.ttl)); evicted {
 		sw.evictions++
 	}
+	// The sighting that earned the place is logged too when the pending
+	// table still has it; it, not this answer, then opens the log.
+	if p, ok := s.pend.take(x.key, x.at); ok {
+		if pw := s.windowFor(floorDiv(p.at, s.window), c); pw != nil {
+			s.log(pw, pw.svcs[x.svc], &p, firstFlag)
+			s.log(w, sw, x, 0)
+			return true
+		}
+	}
 	s.log(w, sw, x, firstFlag)
 	return true
+}
+
+// pending remembers, for identities not held, the time of their first
+// unlogged sighting and their last one, in a direct-mapped table: another
+// identity's sighting overwrites the slot. It makes the admission rule exact
+// while a slot survives (seen before, the first sighting at least 0.5τ
+// earlier: a cache behind a busy address that asks every few seconds still
+// gets in), and lets admission log the sighting before it. Under a flood of
+// random sources slots are overwritten within moments, so only the
+// doorkeeper's rule (every cell quiet for 0.5τ) is left, and that one
+// closes.
+type pending struct {
+	slots []pendingSlot
+	mask  uint64
+}
+
+type pendingSlot struct {
+	last  rec
+	first int64 // unix nanoseconds of the first sighting
+}
+
+func newPending(k int) pending {
+	n := 1024
+	for n < k {
+		n <<= 1
+	}
+	return pending{slots: make([]pendingSlot, n), mask: uint64(n - 1)}
+}
+
+func (p *pending) put(x *rec) {
+	s := &p.slots[x.key&p.mask]
+	if s.last.key != x.key || s.first == 0 {
+		s.first = x.at
+	}
+	s.last = *x
+}
+
+// firstSeen returns key's first unlogged sighting, or 0.
+func (p *pending) firstSeen(key uint64) int64 {
+	if s := &p.slots[key&p.mask]; s.last.key == key {
+		return s.first
+	}
+	return 0
+}
+
+// take returns and clears key's last pending sighting, if it is still
+// there and earlier than at.
+func (p *pending) take(key uint64, at int64) (rec, bool) {
+	s := &p.slots[key&p.mask]
+	if s.last.key != key || s.last.at >= at || s.first == 0 {
+		return rec{}, false
+	}
+	v := s.last
+	*s = pendingSlot{}
+	return v, true
 }
 
 // log appends x to the window's event log, within the budget.
@@ -318,10 +388,11 @@ func (s *state) remap(old, c *compiled) {
 	}
 	if c.cfg.TopK != s.top.k {
 		s.top.resize(c.cfg.TopK)
-		s.door = newDoorkeeper(max(1024, c.cfg.TopK), randSeed())
-		s.door.rotate(s.cur*s.window, 2)
+		s.door = newDoorkeeper(max(1024, c.cfg.TopK), randSeed(), s.window)
+		s.door.start(s.cur, s.window)
 		s.budget = 2*c.cfg.TopK + 1024
 	}
+	s.pend = newPending(c.cfg.TopK) // its indexes are the old configuration's
 	hs := s.health[:0]
 	for _, h := range s.health {
 		if h.Service >= len(m) || m[h.Service].svc < 0 || m[h.Service].ends[h.Endpoint] < 0 {
