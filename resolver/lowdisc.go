@@ -14,6 +14,10 @@ package resolver
 //
 // and the endpoint whose cumulative-weight interval (over the endpoints left
 // after health filtering, in configuration order) holds u is answered.
+// This replaces every weighted draw: the weighted policy, the draw by
+// weight within a failover priority and within the tie band of latency
+// (whose identity includes the ECS subnet the placement used). A pool of
+// one endpoint draws nothing; multivalue keeps its random shuffle.
 // {slot·φ} is equidistributed (Weyl 1916) with the smallest discrepancy of
 // any rotation (φ's continued fraction is all ones; three-gap theorem), so
 // in any run of consecutive slots each endpoint gets its weighted count to
