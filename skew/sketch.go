@@ -86,37 +86,20 @@ func (h *HLL) empty() bool {
 // cmRows is the depth of the doorkeeper sketch.
 const cmRows = 4
 
-// countMin is one period's doorkeeper sketch: cmRows rows of w cells, each
-// a saturating 16-bit count and the 16-bit time of its last touch in units
-// after epoch, plus one (0: never touched).
+// countMin is one period's doorkeeper sketch: cmRows rows of w saturating
+// 16-bit counts.
 type countMin struct {
 	mask  uint64
 	seed  uint64
-	epoch int64 // unix nanoseconds of the period start
-	unit  int64 // nanoseconds per touch tick (100 ms, more for long periods)
 	count []uint16
-	touch []uint16
 }
 
-func newCountMin(width int, seed uint64, period int64) *countMin {
+func newCountMin(width int, seed uint64) *countMin {
 	w := 1
 	for w < width {
 		w <<= 1
 	}
-	return &countMin{
-		mask:  uint64(w - 1),
-		seed:  seed,
-		unit:  max(1e8, period/60000),
-		count: make([]uint16, cmRows*w),
-		touch: make([]uint16, cmRows*w),
-	}
-}
-
-// reset empties the sketch for the window starting at epoch.
-func (c *countMin) reset(epoch int64) {
-	clear(c.count)
-	clear(c.touch)
-	c.epoch = epoch
+	return &countMin{mask: uint64(w - 1), seed: seed, count: make([]uint16, cmRows*w)}
 }
 
 // cells returns the key's cell index in each row (Kirsch–Mitzenmacher
@@ -132,33 +115,32 @@ func (c *countMin) cells(key uint64) [cmRows]uint64 {
 	return ix
 }
 
-// query returns the key's estimated count and the latest touch of any of
-// its cells (unix nanoseconds; 0 when none was ever touched).
-func (c *countMin) query(ix *[cmRows]uint64) (n uint16, last int64) {
-	n = math.MaxUint16
-	var t uint16
+// query returns the key's estimated count.
+func (c *countMin) query(ix *[cmRows]uint64) uint16 {
+	n := uint16(math.MaxUint16)
 	for _, i := range ix {
 		n = min(n, c.count[i])
-		t = max(t, c.touch[i])
 	}
-	if t == 0 {
-		return n, 0
-	}
-	return n, c.epoch + int64(t-1)*c.unit
+	return n
 }
 
-// update counts one sighting at time at (conservative update) and touches
-// the key's cells.
-func (c *countMin) update(ix *[cmRows]uint64, at int64) {
-	n, _ := c.query(ix)
+// update counts one sighting (conservative update: no cell is raised above
+// the key's estimate plus one).
+func (c *countMin) update(ix *[cmRows]uint64) {
+	n := c.query(ix)
 	if n < math.MaxUint16 {
 		n++
 	}
-	ds := (at - c.epoch) / c.unit
-	t := uint16(min(max(ds, 0), math.MaxUint16-1) + 1)
 	for _, i := range ix {
 		c.count[i] = max(c.count[i], n)
-		c.touch[i] = max(c.touch[i], t)
+	}
+}
+
+// merge adds o's counts (element-wise sum, saturating): the sketch of the
+// union of both streams. Both must share geometry and seed.
+func (c *countMin) merge(o *countMin) {
+	for i, v := range o.count {
+		c.count[i] = uint16(min(int(c.count[i])+int(v), math.MaxUint16))
 	}
 }
 
@@ -172,53 +154,46 @@ const (
 	doorPeriod   = 2
 )
 
-// doorkeeper decides admission to the top-k over the last doorSketches
-// periods.
+// doorkeeper counts sightings of identities not held over the last
+// doorSketches periods.
 type doorkeeper struct {
 	s [doorSketches]*countMin // s[0] is the current period
 }
 
-func newDoorkeeper(width int, seed uint64, window int64) doorkeeper {
+func newDoorkeeper(width int, seed uint64) doorkeeper {
 	var d doorkeeper
 	for i := range d.s {
-		d.s[i] = newCountMin(width, seed, doorPeriod*window)
+		d.s[i] = newCountMin(width, seed)
 	}
 	return d
 }
 
-// advance moves from window number from to window number to (later), and
-// starts a new sketch for each period boundary crossed.
-func (d *doorkeeper) advance(from, to, window int64) {
+// advance moves from window number from to window number to (later),
+// starting a new sketch at each period boundary crossed.
+func (d *doorkeeper) advance(from, to int64) {
 	n := floorDiv(to, doorPeriod) - floorDiv(from, doorPeriod)
 	for i := int64(0); i < min(n, doorSketches); i++ {
 		last := d.s[doorSketches-1]
 		copy(d.s[1:], d.s[:doorSketches-1])
 		d.s[0] = last
-		last.reset(floorDiv(to, doorPeriod) * doorPeriod * window)
+		clear(last.count)
 	}
 }
 
-// start resets every sketch for the period holding window number idx.
-func (d *doorkeeper) start(idx, window int64) {
-	for _, c := range d.s {
-		c.reset(floorDiv(idx, doorPeriod) * doorPeriod * window)
-	}
-}
-
-// admit records a sighting of key at time at and reports whether the
-// identity has now earned a place: seen before within the horizon, with
-// every cell quiet for at least minGap nanoseconds.
-func (d *doorkeeper) admit(key uint64, at, minGap int64) bool {
+// sight counts a sighting of key and reports whether the sketches had seen
+// it before within the horizon.
+func (d *doorkeeper) sight(key uint64) bool {
 	ix := d.s[0].cells(key) // all sketches share geometry and seed
-	seen, last := 0, int64(0)
+	seen := 0
 	for _, c := range d.s {
-		n, l := c.query(&ix)
-		seen += int(n)
-		last = max(last, l)
+		seen += int(c.query(&ix))
 	}
-	d.s[0].update(&ix, at)
-	return seen >= 1 && last > 0 && at-last >= minGap
+	d.s[0].update(&ix)
+	return seen >= 1
 }
+
+// horizon is how far back the doorkeeper remembers, in windows.
+const doorHorizon = doorSketches * doorPeriod
 
 // topEntry is one identity held by the top-k.
 type topEntry struct {

@@ -108,7 +108,7 @@ func newState(c *compiled) *state {
 	return &state{
 		window: c.window,
 		top:    newTopK(k),
-		door:   newDoorkeeper(max(1024, k), randSeed(), c.window),
+		door:   newDoorkeeper(max(1024, k), randSeed()),
 		pend:   newPending(k),
 		metas:  map[uint64]meta{},
 		budget: 2*k + 1024,
@@ -130,7 +130,6 @@ func floorDiv(a, b int64) int64 {
 func (s *state) windowFor(idx int64, c *compiled) *win {
 	if !s.started {
 		s.started, s.cur = true, idx
-		s.door.start(idx, s.window)
 	}
 	if idx > s.cur {
 		s.rotate(idx)
@@ -161,7 +160,7 @@ func (s *state) newWin(idx int64, c *compiled, old *win) *win {
 // top-k decays, and metadata of identities with no event left is dropped.
 func (s *state) rotate(idx int64) {
 	skipped := idx - s.cur
-	s.door.advance(s.cur, idx, s.window)
+	s.door.advance(s.cur, idx)
 	f := math.Pow(s.decay, float64(min(skipped, 64)))
 	s.top.decay(f)
 	s.cur = idx
@@ -210,10 +209,7 @@ func (s *state) record(x *rec, c *compiled) bool {
 		s.log(w, sw, x, 0)
 		return true
 	}
-	minGap := int64(x.ttl) * 5e8 // 0.5τ
-	seenAt := s.pend.firstSeen(x.key)
-	door := s.door.admit(x.key, x.at, minGap)
-	if !door && (seenAt == 0 || x.at-seenAt < minGap) {
+	if !s.admit(x) {
 		sw.unverTotal++
 		for m := x.mask; m != 0; m &= m - 1 {
 			sw.unverified[bits.TrailingZeros64(m)]++
@@ -225,9 +221,8 @@ func (s *state) record(x *rec, c *compiled) bool {
 	if _, evicted := s.top.admit(x.key, int32(x.svc), float64(x.ttl)); evicted {
 		sw.evictions++
 	}
-	// The sighting that earned the place is logged too when the pending
-	// table still has it; it, not this answer, then opens the log.
-	if p, ok := s.pend.take(x.key, x.at); ok {
+	// The sighting that earned the place is logged too, and opens the log.
+	if p, ok := s.pend.take(x); ok {
 		if pw := s.windowFor(floorDiv(p.at, s.window), c); pw != nil {
 			s.log(pw, pw.svcs[x.svc], &p, firstFlag)
 			s.log(w, sw, x, 0)
@@ -238,59 +233,89 @@ func (s *state) record(x *rec, c *compiled) bool {
 	return true
 }
 
+// admit is SKEW.md's admission rule: an identity enters the top-k when it
+// has been seen before (the doorkeeper sketch) and its first sighting, as
+// the pending table holds it exactly, was at least 0.5τ and at most the
+// doorkeeper's horizon earlier. A spoofed one-shot source never matches a
+// pending key; a cache whose pending slot was taken by others (a flood)
+// tries again at its next answers.
+func (s *state) admit(x *rec) bool {
+	seen := s.door.sight(x.key)
+	first := s.pend.firstSeen(x.key)
+	age := x.at - first
+	return seen && first != 0 && age >= int64(x.ttl)*5e8 && age <= doorHorizon*s.window
+}
+
 // pending remembers, for identities not held, the time of their first
-// unlogged sighting and their last one, in a direct-mapped table: another
-// identity's sighting overwrites the slot. It makes the admission rule exact
-// while a slot survives (seen before, the first sighting at least 0.5τ
-// earlier: a cache behind a busy address that asks every few seconds still
-// gets in), and lets admission log the sighting before it. Under a flood of
-// random sources slots are overwritten within moments, so only the
-// doorkeeper's rule (every cell quiet for 0.5τ) is left, and that one
-// closes.
+// unlogged sighting and their last one, in a two-way set-associative table:
+// a new identity takes the pair's older slot. It holds the exact key the
+// admission rule needs, and lets admission log the sighting before it.
+// Under a flood of random sources slots turn over within moments, so a
+// cache not yet held waits for the flood to pass; those already held are
+// not affected.
 type pending struct {
 	slots []pendingSlot
 	mask  uint64
 }
 
 type pendingSlot struct {
-	last  rec
+	key   uint64
 	first int64 // unix nanoseconds of the first sighting
+	last  int64 // and of the last
+	mask  uint64
+	ttl   uint32
 }
 
 func newPending(k int) pending {
-	n := 1024
-	for n < k {
+	n := 2048
+	for n < 2*k {
 		n <<= 1
 	}
 	return pending{slots: make([]pendingSlot, n), mask: uint64(n - 1)}
 }
 
-func (p *pending) put(x *rec) {
-	s := &p.slots[x.key&p.mask]
-	if s.last.key != x.key || s.first == 0 {
-		s.first = x.at
+// slot returns key's slot, or the one to replace, and whether it is key's.
+func (p *pending) slot(key uint64) (*pendingSlot, bool) {
+	i := key & p.mask
+	a, b := &p.slots[i], &p.slots[i^1]
+	switch {
+	case a.key == key && a.first != 0:
+		return a, true
+	case b.key == key && b.first != 0:
+		return b, true
+	case a.last <= b.last:
+		return a, false
 	}
-	s.last = *x
+	return b, false
 }
 
-// firstSeen returns key's first unlogged sighting, or 0.
+func (p *pending) put(x *rec) {
+	s, ok := p.slot(x.key)
+	if !ok {
+		*s = pendingSlot{key: x.key, first: x.at}
+	}
+	s.last, s.mask, s.ttl = x.at, x.mask, x.ttl
+}
+
+// firstSeen returns key's first pending sighting, or 0.
 func (p *pending) firstSeen(key uint64) int64 {
-	if s := &p.slots[key&p.mask]; s.last.key == key {
+	if s, ok := p.slot(key); ok {
 		return s.first
 	}
 	return 0
 }
 
-// take returns and clears key's last pending sighting, if it is still
-// there and earlier than at.
-func (p *pending) take(key uint64, at int64) (rec, bool) {
-	s := &p.slots[key&p.mask]
-	if s.last.key != key || s.last.at >= at || s.first == 0 {
+// take returns (as a record of x's identity) and clears x's last pending
+// sighting, if it is earlier than x.
+func (p *pending) take(x *rec) (rec, bool) {
+	s, ok := p.slot(x.key)
+	if !ok || s.last >= x.at {
 		return rec{}, false
 	}
-	v := s.last
+	r := *x
+	r.at, r.mask, r.ttl = s.last, s.mask, s.ttl
 	*s = pendingSlot{}
-	return v, true
+	return r, true
 }
 
 // log appends x to the window's event log, within the budget.
@@ -388,8 +413,7 @@ func (s *state) remap(old, c *compiled) {
 	}
 	if c.cfg.TopK != s.top.k {
 		s.top.resize(c.cfg.TopK)
-		s.door = newDoorkeeper(max(1024, c.cfg.TopK), randSeed(), s.window)
-		s.door.start(s.cur, s.window)
+		s.door = newDoorkeeper(max(1024, c.cfg.TopK), randSeed())
 		s.budget = 2*c.cfg.TopK + 1024
 	}
 	s.pend = newPending(c.cfg.TopK) // its indexes are the old configuration's

@@ -394,6 +394,9 @@ func TestAcceptanceSpoofedFlood(t *testing.T) {
 		fmt.Sprintf("%d spoofed queries: %d of the %d heaviest identities held, worst TVD %.4f", s.Spoofed, need-missing, need, worst),
 		missing == 0 && worst <= 0.03)
 	t.Logf("%d spoofed queries, %d identities tracked", s.Spoofed, st.Tracked)
+	if st.Tracked > len(pop.Identities) {
+		t.Errorf("%d identities tracked, more than the %d real ones: spoofed sources got in", st.Tracked, len(pop.Identities))
+	}
 	if missing > 0 {
 		t.Errorf("%d of the %d identities carrying 95%% of the demand are not in the top-k after the flood", missing, need)
 	}

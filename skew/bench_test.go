@@ -1,0 +1,189 @@
+package skew
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchSources is a pool of distinct resolver addresses.
+func benchSources(n int) []netip.Addr {
+	out := make([]netip.Addr, n)
+	for i := range out {
+		out[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	}
+	return out
+}
+
+// runDrain starts Run for the benchmark and stops it at the end.
+func runDrain(b *testing.B, r *Recorder) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// BenchmarkRecord is the answer path's cost per recorded answer (Run
+// drains in the background, as in serve).
+func BenchmarkRecord(b *testing.B) {
+	r, err := New(Config{Node: "b", TopK: 100000, Services: testConfig().Services})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runDrain(b, r)
+	src := benchSources(4096)
+	ecs := netip.MustParsePrefix("203.0.113.0/24")
+	at := time.Now().UnixNano()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a := Answer{Service: 0, Source: src[i&4095], Endpoints: 1 << (i & 1), TTL: 30, At: at + int64(i)*1000}
+		if i&3 == 0 {
+			a.ECS = ecs
+		}
+		r.Record(a)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(r.dropped.Load())/float64(b.N), "dropped/op")
+}
+
+// BenchmarkRecordParallel records from GOMAXPROCS goroutines at once.
+func BenchmarkRecordParallel(b *testing.B) {
+	r, err := New(Config{Node: "b", TopK: 100000, Services: testConfig().Services})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runDrain(b, r)
+	src := benchSources(1 << 16)
+	at := time.Now().UnixNano()
+	var seed atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seed.Add(7919))
+		for pb.Next() {
+			i++
+			r.Record(Answer{Service: 0, Source: src[i&(1<<16-1)], Endpoints: 1 << (i & 1), TTL: 30, At: at + int64(i)*1000})
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(r.dropped.Load())/float64(b.N), "dropped/op")
+}
+
+// TestRecordDoesNotAllocate guards the answer path: Record allocates
+// nothing, with or without ECS, whether the ring takes the answer or not.
+func TestRecordDoesNotAllocate(t *testing.T) {
+	r, err := New(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := benchSources(64)
+	ecs := netip.MustParsePrefix("2001:db8:1::/48")
+	i := 0
+	allocs := testing.AllocsPerRun(20000, func() {
+		i++
+		a := Answer{Service: i & 1, Source: src[i&63], Endpoints: 1, TTL: 30, At: t0 + int64(i)*1e6}
+		if i&1 == 0 {
+			a.ECS = ecs
+		}
+		r.Record(a)
+	})
+	if allocs != 0 {
+		t.Errorf("Record allocates %.2f times per call, want 0", allocs)
+	}
+}
+
+// spoofRun records a week's worth of nothing but: heavy resolvers asking
+// every 30 s + Exp(1/λ) while n one-shot spoofed sources arrive in between,
+// all within one hour. It returns the heap growth and the heavy resolvers.
+func spoofRun(t testing.TB, n int) (grew uint64, r *Recorder, heavy []netip.Addr) {
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r, err := New(Config{Node: "m", TopK: 100000, Services: testConfig().Services})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(5, 6))
+	heavy = benchSources(50)
+	next := make([]int64, len(heavy))
+	for i := range next {
+		next[i] = t0 + int64(rnd.IntN(30_000))*1e6
+	}
+	span := int64(time.Hour)
+	for i := 0; i < n; i++ {
+		at := t0 + span*int64(i)/int64(n)
+		for h := range heavy {
+			for next[h] <= at {
+				r.Record(Answer{Service: 0, Source: heavy[h], Endpoints: 1 << (h & 1), TTL: 30, At: next[h]})
+				next[h] += int64((30 + rnd.ExpFloat64()/5) * 1e9)
+			}
+		}
+		// i·odd mod 2^24 is a bijection: a million distinct sources in
+		// 11.0.0.0/8 to 74.0.0.0/8, none of them the heavy ones' 10/8.
+		v := uint32(i) * 0x9E3779B1
+		a := [4]byte{byte(11 + i%64), byte(v >> 24), byte(v >> 16), byte(v >> 8)}
+		r.Record(Answer{Service: 0, Source: netip.AddrFrom4(a), Endpoints: 1 << (i & 1), TTL: 30, At: at})
+		if i%4096 == 0 {
+			r.Flush()
+		}
+	}
+	r.Flush()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if after.HeapAlloc > before.HeapAlloc {
+		grew = after.HeapAlloc - before.HeapAlloc
+	}
+	return grew, r, heavy
+}
+
+// TestMemoryMillionSpoofedSources records 1,000,000 distinct spoofed
+// one-shot sources (top_k 100000) among 50 real heavy resolvers, and checks
+// that the recorder's memory (heap growth from before New) stays within
+// the configured bound and the top-k still holds every heavy resolver
+// while no spoofed source got in.
+func TestMemoryMillionSpoofedSources(t *testing.T) {
+	n := 1_000_000
+	grew, r, heavy := spoofRun(t, n)
+	// The bound of newState's comment for TopK = 100000: doorkeeper 8 MiB,
+	// pending 10 MiB, top-k and index about 10 MiB, 13 windows of at most
+	// 201 024 events (24 B) and their metadata.
+	const bound = 120 << 20
+	t.Logf("heap grew %.1f MiB after %d spoofed sources (bound %d MiB)", float64(grew)/(1<<20), n, bound>>20)
+	if grew > bound {
+		t.Errorf("heap grew %d bytes, more than the %d-byte bound", grew, bound)
+	}
+	for _, h := range heavy {
+		if !r.Holds(h, 0, netip.Prefix{}) {
+			t.Errorf("heavy resolver %s is not in the top-k after the flood", h)
+		}
+	}
+	st := r.Stats()
+	if st.Tracked != len(heavy) {
+		t.Errorf("%d identities tracked, want the %d heavy resolvers only: spoofed one-shot sources got in", st.Tracked, len(heavy))
+	}
+	t.Logf("tracked %d identities, dropped %d", st.Tracked, st.Dropped)
+}
+
+// BenchmarkMemoryMillionSpoofedSources reports the heap growth after
+// 1,000,000 spoofed sources as bytes/op (one op = the whole run).
+func BenchmarkMemoryMillionSpoofedSources(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		grew, r, heavy := spoofRun(b, 1_000_000)
+		for _, h := range heavy {
+			if !r.Holds(h, 0, netip.Prefix{}) {
+				b.Fatalf("heavy resolver %s is not held", h)
+			}
+		}
+		b.ReportMetric(float64(grew), "heap-bytes")
+		b.ReportMetric(float64(r.Stats().Tracked), "tracked")
+	}
+}
