@@ -43,6 +43,7 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // ExportVersion is the version byte this build writes and reads.
@@ -53,6 +54,9 @@ const ExportVersion = 1
 const MaxExportBytes = 8 << 20
 
 var exportMagic = []byte("MSKW")
+
+// exportLimit is MaxExportBytes; tests lower it.
+var exportLimit = MaxExportBytes
 
 // Export is one node's recorded state, as decoded from a peer (or taken
 // from this node for a report).
@@ -80,7 +84,8 @@ type Window struct {
 }
 
 // ServiceWindow is what one node recorded for one service in one window.
-// The per-endpoint slices have one element per endpoint of the service.
+// The per-endpoint slices have one element per endpoint of the service, or
+// are all nil when nothing was recorded (Total is then 0).
 type ServiceWindow struct {
 	Total             uint64   // answers
 	UnverifiedTotal   uint64   // answers to identities the top-k did not hold
@@ -167,6 +172,9 @@ func (r *Recorder) snapshot(now int64, service string) *Export {
 
 // copySvcWin copies sw, grouping its events into sequences.
 func (s *state) copySvcWin(sw *svcWin, start int64, salt uint64) ServiceWindow {
+	if sw.total == 0 && len(sw.events) == 0 {
+		return ServiceWindow{}
+	}
 	out := ServiceWindow{
 		Total: sw.total, UnverifiedTotal: sw.unverTotal, Admissions: sw.admissions,
 		Evictions: sw.evictions, EventsDropped: sw.eventsDropped,
@@ -210,7 +218,7 @@ func (x *Export) encode() ([]byte, error) {
 		return nil, err
 	}
 	b := x.appendTo(nil, math.MaxInt)
-	if len(b) <= MaxExportBytes {
+	if len(b) <= exportLimit {
 		return b, nil
 	}
 	most := 0
@@ -221,11 +229,11 @@ func (x *Export) encode() ([]byte, error) {
 	}
 	for keep := most / 2; ; keep /= 2 {
 		b = x.appendTo(nil, keep)
-		if len(b) <= MaxExportBytes {
+		if len(b) <= exportLimit {
 			return b, nil
 		}
 		if keep == 0 {
-			return nil, fmt.Errorf("%d bytes without any sequence: more than %d", len(b), MaxExportBytes)
+			return nil, fmt.Errorf("%d bytes without any sequence: more than %d", len(b), exportLimit)
 		}
 	}
 }
@@ -422,10 +430,31 @@ func boolByte(v bool) byte {
 // errTruncated reports an export that ends inside a field.
 var errTruncated = errors.New("export truncated")
 
+// decodeBudget bounds the memory a decoded export may take: without it a
+// few megabytes of small, valid-looking items (empty-but-present service
+// windows, one-register sketches, one-byte events) could make the decoder
+// allocate gigabytes.
+const decodeBudget = 64 << 20
+
 // decoder reads the export format; the first error sticks.
 type decoder struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	spent int // bytes of decoded structures allocated so far
+}
+
+// charge accounts for n bytes about to be allocated; false (and an error)
+// when the budget is exhausted.
+func (d *decoder) charge(n int) bool {
+	if d.err != nil {
+		return false
+	}
+	d.spent += n
+	if d.spent > decodeBudget {
+		d.fail("decoded export would take more than %d bytes", decodeBudget)
+		return false
+	}
+	return true
 }
 
 func (d *decoder) fail(format string, a ...any) {
@@ -689,10 +718,7 @@ func (d *decoder) windows(x *Export) {
 func (d *decoder) svcWin(sw *ServiceWindow, ne int, start, win int64, salt uint64) {
 	switch d.byte() {
 	case 0:
-		sw.Answers, sw.AnswerSeconds = make([]uint64, ne), make([]uint64, ne)
-		sw.ECSAnswers, sw.UnverifiedAnswers = make([]uint64, ne), make([]uint64, ne)
-		sw.Identities, sw.Subnets = make([]HLL, ne), make([]HLL, ne)
-		return
+		return // nothing recorded: the zero ServiceWindow
 	case 1:
 	default:
 		d.fail("service window flag is not 0 or 1")
@@ -705,6 +731,9 @@ func (d *decoder) svcWin(sw *ServiceWindow, ne int, start, win int64, salt uint6
 	}
 	if len(d.b) < ne*4 {
 		d.err = errTruncated
+		return
+	}
+	if !d.charge(ne * (4*8 + 2*hllM)) {
 		return
 	}
 	sw.Answers, sw.AnswerSeconds = make([]uint64, ne), make([]uint64, ne)
@@ -742,6 +771,9 @@ func (d *decoder) svcWin(sw *ServiceWindow, ne int, start, win int64, salt uint6
 			s.ECS = netip.PrefixFrom(a, int(bitsLen)).Masked()
 		}
 		ev := d.count("events", math.MaxInt32, 1)
+		if !d.charge(64 + ev*int(unsafe.Sizeof(Event{}))) {
+			return
+		}
 		s.Events = make([]Event, 0, ev)
 		at, mask, ttl := start, uint64(0), uint32(0)
 		for k := 0; k < ev && d.err == nil; k++ {

@@ -136,14 +136,6 @@ func (c *countMin) update(ix *[cmRows]uint64) {
 	}
 }
 
-// merge adds o's counts (element-wise sum, saturating): the sketch of the
-// union of both streams. Both must share geometry and seed.
-func (c *countMin) merge(o *countMin) {
-	for i, v := range o.count {
-		c.count[i] = uint16(min(int(c.count[i])+int(v), math.MaxUint16))
-	}
-}
-
 // The doorkeeper remembers sightings for doorSketches periods of
 // doorPeriod windows each: the current period and three before it, 30 to
 // 40 minutes with 5-minute windows, so that a cache clamping the TTL to
