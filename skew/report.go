@@ -19,7 +19,7 @@ type Report struct {
 	From          time.Time        `json:"from"`
 	To            time.Time        `json:"to"`
 	Nodes         []string         `json:"nodes"`
-	Windows       []WindowNodes    `json:"windows"`
+	Windows       []WindowNodes    `json:"windows"` // the windows with answers, and who recorded them
 	Endpoints     []EndpointShare  `json:"endpoints"`
 	Regions       []RegionShare    `json:"regions"`
 	TVD           float64          `json:"tvd"`
@@ -263,6 +263,9 @@ func buildReport(svc Service, exports []*Export, window, now, tumbling int64, pr
 		AnsweredLabel: "decisions, not traffic",
 		Nodes:         m.nodes,
 		Identities:    len(m.ids),
+	}
+	if rep.Nodes == nil {
+		rep.Nodes = []string{}
 	}
 	rep.fill(m, e)
 	// The last three windows, for the alarms that need consecutive windows.
@@ -718,9 +721,11 @@ func (rep *Report) fill(m *merged, e *windowEstimate) {
 	rep.Answers = e.total
 	rep.Unverified = e.unverified
 	rep.Unattrib = e.unattrib
+	rep.Windows = []WindowNodes{}
 	for _, i := range e.windows {
-		w := &m.wins[i]
-		rep.Windows = append(rep.Windows, WindowNodes{Start: time.Unix(0, w.start).UTC(), Nodes: w.nodes})
+		if w := &m.wins[i]; len(w.nodes) > 0 {
+			rep.Windows = append(rep.Windows, WindowNodes{Start: time.Unix(0, w.start).UTC(), Nodes: w.nodes})
+		}
 	}
 	var tvd float64
 	for j, ep := range m.svc.Endpoints {

@@ -30,6 +30,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"sort"
 	"time"
 
 	"meridian/skew"
@@ -236,6 +237,13 @@ type Sim struct {
 	Spoofed  uint64
 	identity []uint64 // IdentityHash per identity
 	recorded uint64
+	holds    []hold // per cache: the answer it holds and until when
+}
+
+// hold is the answer a cache holds.
+type hold struct {
+	endpoint int
+	until    int64
 }
 
 // flushEvery is how many answers the simulator records between drains of
@@ -310,6 +318,7 @@ func New(cfg Config, pop *Population) (*Sim, error) {
 	for _, id := range pop.Identities {
 		s.identity = append(s.identity, skew.IdentityHash(id.Source, 0, id.ECS))
 	}
+	s.holds = make([]hold, len(pop.Caches))
 	// Caches start at a random phase of a first gap.
 	for i, c := range pop.Caches {
 		first := s.rnd.Float64() * (s.floor(c) + 1/c.Lambda)
@@ -382,11 +391,44 @@ func (s *Sim) query(ci int, at int64) {
 	e := s.answer(c.Identity, id.Region, at)
 	s.record(id.Source, id.ECS, e, at)
 	tau := s.floor(c)
-	hold := int64(tau * 1e9)
+	held := int64(tau * 1e9)
+	s.holds[ci] = hold{endpoint: e, until: at + held}
 	// Truth: the triggering lookup, then Poisson(λ) lookups while cached.
 	s.addTruth(at, e, 1, c.Identity)
-	s.spread(at, at+hold, e, c.Lambda, c.Identity)
-	heap.Push(&s.q, actor{at: at + hold + s.exp(c.Lambda), kind: actCache, index: ci})
+	s.spread(at, at+held, e, c.Lambda, c.Identity)
+	heap.Push(&s.q, actor{at: at + held + s.exp(c.Lambda), kind: actCache, index: ci})
+}
+
+// DrainTruth returns, for endpoint e leaving the answers at time at, how
+// long until the client demand whose caches still hold e falls below 5 %
+// and 1 % of what it was at that moment (seconds), from the caches' true
+// holds; call it at the moment of leaving.
+func (s *Sim) DrainTruth(e int, at int64) (d5, d1 float64) {
+	type h struct {
+		until int64
+		lam   float64
+	}
+	var hs []h
+	var p0 float64
+	for ci, x := range s.holds {
+		if x.endpoint == e && x.until > at {
+			hs = append(hs, h{x.until, s.pop.Caches[ci].Lambda})
+			p0 += s.pop.Caches[ci].Lambda
+		}
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].until < hs[j].until })
+	left := p0
+	d5, d1 = -1, -1
+	for _, x := range hs {
+		left -= x.lam
+		if d5 < 0 && left < 0.05*p0 {
+			d5 = float64(x.until-at) / 1e9
+		}
+		if d1 < 0 && left < 0.01*p0 {
+			d1 = float64(x.until-at) / 1e9
+		}
+	}
+	return d5, d1
 }
 
 // spread adds Poisson(λ·overlap) lookups to endpoint e for each window
