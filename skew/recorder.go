@@ -69,7 +69,7 @@ type Stats struct {
 	Dropped uint64 // answers lost because a hand-off ring was full
 	Invalid uint64 // answers naming an unknown service or endpoint
 	Late    uint64 // answers older than the ring
-	Stale   uint64 // answers recorded under a configuration two reloads old
+	Stale   uint64 // answers and health events recorded under a configuration two reloads old
 	Tracked int    // identities in the top-k now
 }
 
@@ -106,7 +106,7 @@ type Recorder struct {
 	full    atomic.Bool // a ring overflowed since the last drain (for logging)
 
 	healthMu sync.Mutex
-	healthQ  []HealthEvent
+	healthQ  []queuedHealth
 
 	mu sync.Mutex // guards st and the rings' consumer side
 	st *state
@@ -332,7 +332,31 @@ func (r *Recorder) RecordHealth(at int64, service, endpoint int, up bool, weight
 		r.invalid.Add(1)
 		return
 	}
-	r.healthQ = append(r.healthQ, HealthEvent{At: at, Service: service, Endpoint: endpoint, Up: up, Weight: weight})
+	r.healthQ = append(r.healthQ, queuedHealth{HealthEvent{At: at, Service: service, Endpoint: endpoint, Up: up, Weight: weight}, c.gen})
+}
+
+// queuedHealth is a health event waiting for the drain, with the
+// configuration generation its indexes refer to.
+type queuedHealth struct {
+	HealthEvent
+	gen uint16
+}
+
+// translateHealth moves q into c's indexes (see translate).
+func translateHealth(q queuedHealth, c *compiled) (HealthEvent, bool) {
+	h := q.HealthEvent
+	if q.gen == c.gen {
+		return h, true
+	}
+	if c.prev == nil || q.gen != c.prev.gen || h.Service >= len(c.remap) {
+		return h, false
+	}
+	m := c.remap[h.Service]
+	if m.svc < 0 || h.Endpoint >= len(m.ends) || m.ends[h.Endpoint] < 0 {
+		return h, false
+	}
+	h.Service, h.Endpoint = m.svc, m.ends[h.Endpoint]
+	return h, true
 }
 
 // drainInterval is how often Run empties the hand-off when no ring is half
@@ -370,8 +394,12 @@ func (r *Recorder) drainLocked() {
 	hq := r.healthQ
 	r.healthQ = nil
 	r.healthMu.Unlock()
-	for _, h := range hq {
-		r.st.addHealth(h)
+	for _, q := range hq {
+		if h, ok := translateHealth(q, c); ok {
+			r.st.addHealth(h)
+		} else {
+			r.st.stale++
+		}
 	}
 	var x rec
 	for _, q := range r.rings {

@@ -31,6 +31,9 @@ func testConfig() Config {
 	}
 }
 
+// A *Recorder is the resolver's AnswerRecorder as it is.
+var _ resolver.AnswerRecorder = (*Recorder)(nil)
+
 // t0 is a window-aligned start time for tests.
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 

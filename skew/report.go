@@ -23,7 +23,7 @@ type Report struct {
 	Endpoints     []EndpointShare  `json:"endpoints"`
 	Regions       []RegionShare    `json:"regions"`
 	TVD           float64          `json:"tvd"`
-	Unattrib      float64          `json:"unattributable"`
+	Unattrib      float64          `json:"unattributable"` // U: share of demand not measured to ±25 % (see doc.go)
 	AnsweredLabel string           `json:"answered_label"`
 	Answers       uint64           `json:"answers"`
 	Concentration Concentration    `json:"concentration"`

@@ -95,14 +95,23 @@ type state struct {
 
 // newState returns an empty state for c.
 //
-// Memory bound: the doorkeeper holds 4·4·w cells of 4 bytes and the
-// pending table w sightings of 80 bytes (w = TopK rounded up to a power of
-// two, at least 1024); the top-k TopK entries of
-// 32 bytes plus its index; each window at most 2·TopK+1024 logged events of
-// 24 bytes, and the identity metadata at most one 56-byte record per logged
-// event; the per-window counters and sketches are 4·8+2·256 bytes per
-// endpoint. With TopK = 100 000 that is at most about 8 MB (doorkeeper) + 6 MB +
-// 13·(4.8 + 11) MB, whatever the number of distinct sources.
+// Memory bound, for k = TopK, whatever the number of distinct sources:
+//
+//   - doorkeeper: 4 sketches of 4 rows of w 2-byte counts, w = k rounded
+//     up to a power of two (at least 1024);
+//   - pending table: 2w slots of 40 bytes;
+//   - top-k: k entries of 32 bytes and their index;
+//   - event logs: per window at most 2k+1024 events of 24 bytes, 13
+//     windows;
+//   - identity metadata: at most 2k+1024 records (beyond, answers of
+//     identities without one are not logged and are counted as dropped);
+//   - profiles (profile.go): at most 2k+1024;
+//   - counters and sketches: 544 bytes per endpoint per window;
+//   - the hand-off rings: 32·1024 records of 80 bytes, fixed.
+//
+// With k = 100 000 that is at most about 4 + 10 + 7 + 62 + 16 + 20 MB
+// (≈ 120 MB, ≈ 1.2 KB per unit of top_k); a node under a flood of a
+// million spoofed sources measured 19 MB (TestMemoryMillionSpoofedSources).
 func newState(c *compiled) *state {
 	k := c.cfg.TopK
 	return &state{
@@ -324,13 +333,17 @@ func (s *state) log(w *win, sw *svcWin, x *rec, flag uint32) {
 		sw.eventsDropped++
 		return
 	}
+	m, ok := s.metas[x.key]
+	if !ok {
+		if len(s.metas) >= s.budget {
+			sw.eventsDropped++
+			return
+		}
+		m = meta{src: x.src, ecs: x.ecs, flags: x.flags, bits: x.bits}
+	}
 	w.events++
 	start := w.idx * s.window
 	sw.events = append(sw.events, event{key: x.key, ms: uint32((x.at - start) / 1e6), ttl: min(x.ttl, firstFlag-1) | flag, mask: x.mask})
-	m, ok := s.metas[x.key]
-	if !ok {
-		m = meta{src: x.src, ecs: x.ecs, flags: x.flags, bits: x.bits}
-	}
 	m.last = max(m.last, w.idx)
 	s.metas[x.key] = m
 }
