@@ -88,6 +88,7 @@ type state struct {
 	metas   map[uint64]meta
 	health  []HealthEvent
 	budget  int // logged events per window
+	metaMax int // identity metadata records
 	decay   float64
 	late    uint64
 	stale   uint64
@@ -101,27 +102,29 @@ type state struct {
 //     up to a power of two (at least 1024);
 //   - pending table: 2w slots of 40 bytes;
 //   - top-k: k entries of 32 bytes and their index;
-//   - event logs: per window at most 2k+1024 events of 24 bytes, 13
-//     windows;
+//   - event logs: per window at most 4k+4096 events of 24 bytes (four
+//     answers per held identity per window on average; beyond, answers are
+//     counted as not logged and the confidence says so), 13 windows;
 //   - identity metadata: at most 2k+1024 records (beyond, answers of
 //     identities without one are not logged and are counted as dropped);
 //   - profiles (profile.go): at most 2k+1024;
 //   - counters and sketches: 544 bytes per endpoint per window;
 //   - the hand-off rings: 32·1024 records of 80 bytes, fixed.
 //
-// With k = 100 000 that is at most about 4 + 10 + 7 + 62 + 16 + 20 MB
-// (≈ 120 MB, ≈ 1.2 KB per unit of top_k); a node under a flood of a
+// With k = 100 000 that is at most about 4 + 10 + 7 + 126 + 16 + 20 MB
+// (≈ 185 MB, ≈ 1.9 KB per unit of top_k); a node under a flood of a
 // million spoofed sources measured 19 MB (TestMemoryMillionSpoofedSources).
 func newState(c *compiled) *state {
 	k := c.cfg.TopK
 	return &state{
-		window: c.window,
-		top:    newTopK(k),
-		door:   newDoorkeeper(max(1024, k), randSeed()),
-		pend:   newPending(k),
-		metas:  map[uint64]meta{},
-		budget: 2*k + 1024,
-		decay:  math.Exp2(-1 / float64(ringWindows-1)),
+		window:  c.window,
+		top:     newTopK(k),
+		door:    newDoorkeeper(max(1024, k), randSeed()),
+		pend:    newPending(k),
+		metas:   map[uint64]meta{},
+		budget:  4*k + 4096,
+		metaMax: 2*k + 1024,
+		decay:   math.Exp2(-1 / float64(ringWindows-1)),
 	}
 }
 
@@ -335,7 +338,7 @@ func (s *state) log(w *win, sw *svcWin, x *rec, flag uint32) {
 	}
 	m, ok := s.metas[x.key]
 	if !ok {
-		if len(s.metas) >= s.budget {
+		if len(s.metas) >= s.metaMax {
 			sw.eventsDropped++
 			return
 		}
@@ -427,7 +430,7 @@ func (s *state) remap(old, c *compiled) {
 	if c.cfg.TopK != s.top.k {
 		s.top.resize(c.cfg.TopK)
 		s.door = newDoorkeeper(max(1024, c.cfg.TopK), randSeed())
-		s.budget = 2*c.cfg.TopK + 1024
+		s.budget, s.metaMax = 4*c.cfg.TopK+4096, 2*c.cfg.TopK+1024
 	}
 	s.pend = newPending(c.cfg.TopK) // its indexes are the old configuration's
 	hs := s.health[:0]

@@ -49,6 +49,7 @@ const (
 	Prefetch                  // refresh floor = 0.9·TTL
 )
 
+// String names the behaviour.
 func (b Behaviour) String() string {
 	return [...]string{"honour", "clamp", "prefetch"}[b]
 }
@@ -266,6 +267,7 @@ const (
 	actMove
 )
 
+// actorQueue is a min-heap of actors by time (container/heap).
 type actorQueue []actor
 
 func (q actorQueue) Len() int           { return len(q) }
