@@ -25,10 +25,15 @@ package skew
 //     the floor, X = g − floor, since by memorylessness those are i.i.d.
 //     above the 2nd order statistic) λ̂ = (k−1)/max(ΣX, k·δ), unbiased,
 //     with variance λ̂²/(k−2). Below k·δ the identity is saturated and
-//     λ̂ only a lower bound. δ = 50 ms is the timing resolution.
-//   - fewer than 3 long gaps: λ̂ = q/max(1 − q·τ̂, ε) from the query rate q
-//     over what was seen of it, taken as a bound (×1/4 .. ×4), not a
-//     measurement.
+//     λ̂ only a lower bound. δ = 50 ms is the timing resolution. Excesses
+//     implausible for the demand (holes in the sequence) are left out (see
+//     kept): k counts the others.
+//   - fewer than 3 long gaps (or fewer than 3 excesses): λ̂ = q/max(1 − q·τ̂,
+//     ε) from the query rate q over what was seen of it (τ̂: the TTL, or the
+//     smallest gap when longer), taken as a bound (×1/4 .. ×4, widened to
+//     the Gamma bounds of the excesses there are), not a measurement. With
+//     3 to 9 excesses λ̂ is the gap estimate within Gamma bounds (a normal
+//     error would be too narrow).
 //   - pooled: m̂ = the most answers in any 0.8τ-long interval is a lower
 //     bound on the caches behind the address (one cache asks at most once
 //     per τ, the margin absorbs jitter); each then asks at q/m̂, so
@@ -88,6 +93,9 @@ type ident struct {
 	lamVar   float64 // sampling variance of lam (0 for bounded identities)
 	bounded  bool    // lam is only known within [lamLo, lamHi]
 	gapCount float64 // i.i.d. excesses behind lam
+	base     float64 // what the excesses are measured from: τ, or the floor
+	shifted  bool    // base is the floor
+	cens     float64 // where excesses are cut (see kept)
 	// perCache scales lam to the rate behind one answer: 1/m̂ for a pooled
 	// identity, whose m̂ caches each hold their own answer for a full τ
 	// (pooled answers are not cut short by the next query, which is
@@ -132,13 +140,15 @@ func (id *ident) analyze(now int64) {
 }
 
 // gaps splits the identity's gaps since its profile into long ones (sorted)
-// and a count of short ones. No gap is taken across an event that opened a
-// node's log.
+// and a count of short ones. A gap across answers this report never saw
+// (before a node's log opened, Event.First) is kept: it is too long, and
+// kept() leaves such holes out of λ̂ when they are implausible, while most
+// gaps that end at a First event are whole.
 func (id *ident) gaps() {
 	id.long = id.long[:0]
 	id.short = 0
 	for i := 1; i < len(id.ev); i++ {
-		if id.ev[i].first || id.ev[i].at < id.pro.until {
+		if id.ev[i].at < id.pro.until {
 			continue
 		}
 		g := float64(id.ev[i].at-id.ev[i-1].at) / 1e9
@@ -187,27 +197,81 @@ func (id *ident) candidates() []float64 {
 	return c
 }
 
-// excess returns Σ(g − base) over the long gaps of the ring and the profile
-// (each ring term at least 0 when clip).
-func (id *ident) excess(base float64, clip bool) float64 {
+// rawExcess returns Σ(g − τ) over the long gaps of the ring and the
+// profile.
+func (id *ident) rawExcess(tau float64) float64 {
 	var sum float64
 	for _, g := range id.long {
-		if clip {
-			sum += max(g-base, 0)
-		} else {
-			sum += g - base
-		}
+		sum += g - tau
 	}
 	if id.pro.n > 0 {
-		sum += id.pro.sumG - base*id.pro.n
+		sum += id.pro.sumG - tau*id.pro.n
 	}
 	return sum
+}
+
+// kept returns the count d and the sum S of the ring's excesses over base
+// that are kept: X = g − base for the long gaps (above base when shifted:
+// the floor's own gaps are not i.i.d.), less those at or above c.
+//
+// Dropping implausible excesses makes λ̂ robust to holes: answers missing
+// from the sequence — sent by a node that did not hold the identity yet,
+// evicted meanwhile, or dropped by the event budget. A hole makes one gap a
+// whole floor longer; taken as an exponential excess it adds that floor to
+// ΣX and collapses λ̂ of a busy cache (one hole in an hour took a 10/s
+// cache to 0.4/s in the simulator). It is not an observation of the
+// demand at all, so it is left out. c is where an excess becomes
+// implausible for the demand itself, 7/λ (probability e^−7 ≈ 0.1 %, so
+// truncating there biases λ̂ by under 1 %), and at least half the floor (a
+// hole adds a whole floor): a busy cache's holes go, a light cache's long
+// gaps, which are its demand, stay.
+func (id *ident) kept(base float64, shifted bool, c float64) (d, sum float64) {
+	for _, g := range id.long {
+		x := g - base
+		if shifted && x <= 0 {
+			continue
+		}
+		if x = max(x, 0); x < c {
+			sum += x
+			d++
+		}
+	}
+	return d, sum
+}
+
+// medianRate is ln 2 over the median excess of the ring's long gaps over
+// the base (0 when there is none).
+func (id *ident) medianRate() float64 {
+	xs := make([]float64, 0, len(id.long))
+	for _, g := range id.long {
+		if x := g - id.base; x > 0 || !id.shifted {
+			xs = append(xs, max(x, 0))
+		}
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	if m := xs[len(xs)/2]; m > 0 {
+		return math.Ln2 / m
+	}
+	return 1 / delta
+}
+
+// cutAt is where excesses are dropped for an identity whose demand is about
+// lam with refresh base base.
+func cutAt(base, lam float64) float64 {
+	c := max(0.5*base, 1)
+	if lam > 0 {
+		c = max(c, 7/lam)
+	}
+	return c
 }
 
 // gapDemand estimates λ from three or more long gaps.
 func (id *ident) gapDemand() {
 	tau, m := id.tau, id.nLong
-	if sumEx := id.excess(tau, false); id.floor >= 1.5*tau && sumEx > 0 {
+	if sumEx := id.rawExcess(tau); id.floor >= 1.5*tau && sumEx > 0 {
 		r := m * (id.smallest() - tau) / sumEx
 		id.pValue = math.Pow(max(1-r, 0), m-1)
 	}
@@ -222,20 +286,43 @@ func (id *ident) gapDemand() {
 	default:
 		id.class = classHonour
 	}
-	var k, sum float64
-	if shifted && m >= 4 {
-		// The m−2 gaps above the floor: Σ(g − floor) over all long gaps,
-		// less the smallest one's negative term (the floor's own is 0).
-		sum = id.excess(id.floor, false) + (id.floor - id.smallest())
-		k = m - 2
-	} else {
-		sum = max(id.excess(tau, true), 0)
-		k = m
+	id.base, id.shifted = tau, false
+	if shifted {
+		id.base, id.shifted = id.floor, true
 	}
+	// Drop excesses implausible for the estimated demand. The first
+	// estimate comes from the median excess (ln 2/λ for an exponential),
+	// which holes cannot drag while they are fewer than half the gaps;
+	// three rounds then settle it.
+	lam := id.medianRate()
+	var d, sum float64
+	for round := 0; round < 3; round++ {
+		id.cens = cutAt(id.base, lam)
+		d, sum = id.kept(id.base, id.shifted, id.cens)
+		if id.pro.sameBase(id.base, id.shifted) {
+			d += id.pro.d
+			sum += id.pro.sumX
+		}
+		if d < 2 || sum <= 0 {
+			break
+		}
+		lam = (d - 1) / sum
+	}
+	k := d
 	id.gapCount = k
 	c := k - 1
-	if k < 2 {
-		c = 0.5
+	if k < 3 {
+		// One or two excesses: 1/X is too wild for a point (an excess
+		// of 40 ms would say 25 lookups a second). Take the query-rate
+		// estimate, and let the bracket span both it and the Gamma bounds.
+		class := id.class
+		id.fewDemand(id.ev[len(id.ev)-1].at)
+		id.class = class
+		if n := int(k); n >= 1 && sum > 0 {
+			id.lamLo = min(id.lamLo, gamma95[n][0]/sum)
+			id.lamHi = max(id.lamHi, gamma95[n][1]/sum)
+		}
+		return
 	}
 	if sum < k*delta {
 		id.class = classSaturated
@@ -246,13 +333,27 @@ func (id *ident) gapDemand() {
 	id.lam = c / sum
 	id.lamLo, id.lamHi = id.lam, id.lam
 	id.lamVar = id.lam * id.lam / max(k-2, 1)
+	if n := int(k); n < len(gamma95) {
+		// Too few excesses for a normal error: λ·ΣX is Gamma(k, 1), so
+		// λ lies in [q₀.₀₂₅, q₀.₉₇₅]/ΣX with 95 % probability; the
+		// identity enters the bracket as a bound.
+		q := gamma95[max(n, 1)]
+		id.lamLo, id.lamHi, id.bounded, id.lamVar = q[0]/sum, q[1]/sum, true, 0
+	}
+}
+
+// gamma95 holds the 2.5 % and 97.5 % quantiles of Gamma(k, 1) (χ²(2k)/2)
+// for k = 1..9.
+var gamma95 = [10][2]float64{
+	{}, {0.0253, 3.6889}, {0.2422, 5.5716}, {0.6187, 7.2247}, {1.0899, 8.7673},
+	{1.6235, 10.2416}, {2.2019, 11.6683}, {2.8143, 13.0595}, {3.4538, 14.4227}, {4.1154, 15.7632},
 }
 
 // fewDemand estimates λ from the query rate when there are fewer than three
 // long gaps; the result is a bound, not a measurement.
 func (id *ident) fewDemand(now int64) {
 	id.class = classFew
-	tau := max(id.tau, 1)
+	tau := max(id.tau, id.smallest(), 1) // a clamp not yet proven refreshes no sooner
 	first, last := id.ev[0].at, id.ev[len(id.ev)-1].at
 	span := float64(max(now, last)-first)/1e9 + tau
 	q := float64(len(id.ev)) / span

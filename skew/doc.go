@@ -51,16 +51,26 @@
 //   - The clamp test is the exact Beta form of SKEW.md's
 //     exp(−m·λ₁·(floor−τ)) < 0.01 (analysis.go): the plug-in form cannot
 //     reach 0.01 with four gaps.
+//   - Gaps that are holes — answers missing from the merged sequence
+//     because a node did not hold the identity yet, evicted it, or ran out
+//     of event budget — are left out of λ̂ when implausible for the demand
+//     (analysis.go, kept): a single hole in an hour took a 10/s cache to
+//     0.4/s in the simulator. And every node adopts the identities its
+//     peers hold when it builds a report (Recorder.Report), so all nodes
+//     log the same caches: a cache clamping to 600 s reaches each of three
+//     name servers only every half hour and would otherwise stay in one
+//     node's top-k, leaving the merged sequence full of holes.
 //   - U, the unattributable share, counts the demand of identities whose λ̂
 //     is not a measurement to ±25 % (bounded: saturated, pooled, fewer than
-//     3 long gaps; or fewer than 18 i.i.d. excesses) and the tail. Without
-//     the last clause, the first windows after start (each cache with a
-//     handful of gaps) looked attributable while their estimates were off
-//     by 0.04.
+//     3 long gaps or excesses, fewer than 10 excesses (Gamma bounds); or
+//     fewer than 18) and the tail. Without the last clause, the first
+//     windows after start (each cache with a handful of gaps) looked
+//     attributable while their estimates were off by 0.04.
 //   - The bracket also carries ±2σ of the measured identities' sampling
-//     error (λ̂ with k excesses is Gamma-distributed) and the lookups'
-//     Poisson noise, not only the bounded identities and the tail: without
-//     it, it cannot cover the truth.
+//     error and the lookups' Poisson noise, not only the bounded identities
+//     and the tail: without it, it cannot cover the truth. Identities with
+//     fewer than 10 excesses enter it with their 95 % Gamma bounds instead
+//     (λ·ΣX is Gamma(k, 1): a normal error is far too narrow there).
 //   - Admission: the Count-Min sketch says "seen before" over the last
 //     30-40 minutes (four sketches of two windows: a 600-s clamper spread
 //     over three name servers reaches a node every ~30 minutes), and a
@@ -70,7 +80,8 @@
 //     cells and every new source looks seen (2.6 % of a million got in,
 //     measured) — the exact key can. The pending table also lets admission
 //     log the sighting before it, so merged sequences have no hole where a
-//     node's first sighting of an identity was. The doorkeeper is node-local
+//     node's first sighting of an identity was. Peers' identities are
+//     adopted without the doorkeeper (their own doorkeepers admitted them). The doorkeeper is node-local
 //     and not exported: it decides what this node logs, and a peer's
 //     sketch says nothing about that. Counters, HyperLogLogs and sequences
 //     merge exactly.

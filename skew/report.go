@@ -179,7 +179,49 @@ func (r *Recorder) Report(service string, window time.Duration, now int64, peers
 		return nil, fmt.Errorf("skew: report %s: window %s is not a multiple of %s up to %s",
 			service, window, time.Duration(c.window), time.Duration(c.window)*(ringWindows-1))
 	}
-	return buildReport(c.cfg.Services[si], r.exports(now, service, peers), int64(window), now, c.window, r.prof)
+	exports := r.exports(now, service, peers)
+	r.adopt(si, service, exports[1:])
+	return buildReport(c.cfg.Services[si], exports, int64(window), now, c.window, r.prof)
+}
+
+// adopt admits to this node's top-k the identities of service that its
+// peers hold (those with sequences in their exports). A resolver spreads
+// its queries over every name server, so every node must log the same
+// identities or the merged sequences have holes; a node's own doorkeeper
+// may take long to admit a cache that reaches it once every half hour.
+// Peers admitted these through their own doorkeepers, so spoofed sources
+// do not get in this way either. The next answer an adopted identity gets
+// here opens its log (Event.First).
+func (r *Recorder) adopt(si int, service string, peers []*Export) {
+	var keys []uint64
+	for _, x := range peers {
+		i := slices.IndexFunc(x.Services, func(s Service) bool { return s.Name == service })
+		if i < 0 {
+			continue
+		}
+		for _, w := range x.Windows {
+			for _, seq := range w.Services[i].Sequences {
+				keys = append(keys, seq.key)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.cfg.Load()
+	if si >= len(c.cfg.Services) || c.cfg.Services[si].Name != service {
+		return // reloaded meanwhile
+	}
+	for _, k := range keys {
+		if r.st.top.find(k) < 0 {
+			r.st.top.admit(k, int32(si), float64(c.cfg.Services[si].TTL))
+			r.st.top.e[r.st.top.find(k)].fresh = true
+		}
+	}
 }
 
 // exports returns this node's snapshot of service followed by the newest
@@ -416,6 +458,30 @@ func (m *merged) tailBaseline(to int64) float64 {
 	return rates[(len(rates)-1)/4]
 }
 
+// holdEnd is when the cache behind the identity stops holding its i-th
+// answer: after its life (the refresh floor) or at its next query, whichever
+// is first. A pooled identity's answers each last their life (the next
+// query is another cache's). A gap far longer than a busy cache can stay
+// idle (λ̂ times the idle time above 4.6: probability below 1 %) is a hole
+// in the sequence, not an idle cache, and the answer is taken to hold
+// until the next one seen.
+func (id *ident) holdEnd(i int) int64 {
+	ev := id.ev[i]
+	life := int64(id.life * 1e9)
+	if life <= 0 {
+		life = int64(max(ev.ttl, 1)) * 1e9
+	}
+	end := ev.at + life
+	if i+1 < len(id.ev) && !id.pooled {
+		next := id.ev[i+1].at
+		if idle := float64(next-end) / 1e9; idle > 0 && id.lam*idle > 4.6 {
+			return next
+		}
+		end = min(end, next)
+	}
+	return end
+}
+
 // share returns the identity's answers and occupancy over [from, to), or
 // nil when it has none there.
 func (id *ident) share(from, to int64, n int) *idShare {
@@ -424,14 +490,7 @@ func (id *ident) share(from, to int64, n int) *idShare {
 		if ev.at >= to {
 			break
 		}
-		life := int64(id.life * 1e9)
-		if life <= 0 {
-			life = int64(max(ev.ttl, 1)) * 1e9
-		}
-		end := ev.at + life
-		if i+1 < len(id.ev) && !id.pooled {
-			end = min(end, id.ev[i+1].at)
-		}
+		end := id.holdEnd(i)
 		o := float64(min(end, to)-max(ev.at, from)) / 1e9
 		in := ev.at >= from
 		if o <= 0 && !in {
@@ -900,10 +959,7 @@ func (m *merged) drain(t *TTLBehaviour, now int64) {
 			continue
 		}
 		ev := id.ev[i-1]
-		end := ev.at + int64(id.life*1e9)
-		if i < len(id.ev) && !id.pooled {
-			end = min(end, id.ev[i].at)
-		}
+		end := id.holdEnd(i - 1)
 		if ev.mask&bit == 0 || end <= leave {
 			continue
 		}

@@ -193,6 +193,7 @@ type topEntry struct {
 	count float64 // decayed occupancy-seconds, including err
 	err   float64 // the count inherited on admission (Space-Saving's error)
 	svc   int32   // service index in the current configuration
+	fresh bool    // adopted from peers, nothing logged here yet
 }
 
 // topK is a Space-Saving summary of at most k identities, a min-heap on

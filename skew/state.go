@@ -15,8 +15,8 @@ type event struct {
 	mask uint64
 }
 
-// firstFlag marks an event that opens an identity's log on this node: no gap
-// is computed across it, since the answers before it were not logged.
+// firstFlag marks an event that opens an identity's log on this node (the
+// answers before it were not logged here; exported as Event.First).
 const firstFlag = 1 << 31
 
 // svcWin is one service's share of a window.
@@ -217,8 +217,12 @@ func (s *state) record(x *rec, c *compiled) bool {
 		}
 	}
 	if i := s.top.find(x.key); i >= 0 {
+		flag := uint32(0)
+		if s.top.e[i].fresh {
+			s.top.e[i].fresh, flag = false, firstFlag
+		}
 		s.top.add(i, float64(x.ttl))
-		s.log(w, sw, x, 0)
+		s.log(w, sw, x, flag)
 		return true
 	}
 	if !s.admit(x) {

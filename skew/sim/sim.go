@@ -627,6 +627,35 @@ func (s *Sim) Report(window time.Duration, now int64) (*skew.Report, error) {
 	return s.Recorders[0].Report(s.cfg.Service.Name, window, now, peers)
 }
 
+// ReportAll has every node build its cluster-wide report at now, each with
+// the others' exports (as every node of a cluster does for its gauges, and
+// which lets each adopt the identities the others hold), and returns node
+// 0's.
+func (s *Sim) ReportAll(window time.Duration, now int64) (*skew.Report, error) {
+	all := make([]*skew.Export, len(s.Recorders))
+	for i, r := range s.Recorders {
+		b, err := r.Export(now)
+		if err != nil {
+			return nil, err
+		}
+		if all[i], err = skew.DecodeExport(b); err != nil {
+			return nil, err
+		}
+	}
+	var first *skew.Report
+	for i, r := range s.Recorders {
+		peers := append(append([]*skew.Export(nil), all[:i]...), all[i+1:]...)
+		rep, err := r.Report(s.cfg.Service.Name, window, now, peers)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			first = rep
+		}
+	}
+	return first, nil
+}
+
 // Peers returns nodes 1..n's exports at now, decoded.
 func (s *Sim) Peers(now int64) ([]*skew.Export, error) {
 	var peers []*skew.Export
