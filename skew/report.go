@@ -168,7 +168,10 @@ func (rep *Report) Alarm(kind, endpoint string) bool {
 // entries, this node's own name and all but the newest export of a node
 // are ignored). window is a multiple of the tumbling window up to twelve of
 // them (5m and 1h with the default); the report covers the fewest whole
-// windows that hold [now−window, now), the open one included.
+// windows that hold [now−window, now), the open one included. Building a
+// report also adopts into this node's top-k the identities the peers hold
+// (so every node logs the same caches) and folds the window about to leave
+// the ring into the long-term profiles; call it in time order.
 func (r *Recorder) Report(service string, window time.Duration, now int64, peers []*Export) (*Report, error) {
 	c := r.cfg.Load()
 	si, ok := c.byName[service]
