@@ -125,9 +125,18 @@ type Check struct {
 
 // Skew configures client-skew recording.
 type Skew struct {
-	TopK           int  `toml:"top_k"`
-	LowDiscrepancy bool `toml:"low_discrepancy"`
+	// Enabled is nil when the file leaves it out: recording is on.
+	Enabled        *bool `toml:"enabled"`
+	TopK           int   `toml:"top_k"`
+	LowDiscrepancy bool  `toml:"low_discrepancy"`
+	// ExchangeInterval is how often a node sends its recorded state to
+	// every peer (with [gossip]), so each can report for the cluster.
+	ExchangeInterval Duration `toml:"exchange_interval"`
 }
+
+// Recording reports whether the node records its answers for the skew
+// report (skew.enabled, default true).
+func (s Skew) Recording() bool { return s.Enabled == nil || *s.Enabled }
 
 // Zone is one authoritative zone.
 type Zone struct {

@@ -17,6 +17,7 @@ const (
 	DefaultZoneTTL     = 30
 	DefaultServiceTTL  = 30
 	DefaultTopK        = 100000
+	DefaultExchange    = 15 * time.Second
 	DefaultMultiValue  = 8
 	DefaultRiseFall    = 2
 	DefaultCluster     = "meridian"
@@ -51,6 +52,9 @@ func applyDefaults(c *Config) {
 	}
 	if c.Skew.TopK == 0 {
 		c.Skew.TopK = DefaultTopK
+	}
+	if c.Skew.ExchangeInterval.Duration == 0 {
+		c.Skew.ExchangeInterval.Duration = DefaultExchange
 	}
 	for i := range c.Zones {
 		defaultZone(&c.Zones[i])

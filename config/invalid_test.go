@@ -54,6 +54,7 @@ testdata/invalid-gossip-tls-files.toml: gossip.key: is required with transport "
 testdata/invalid-gossip-join.toml: gossip.join[1]: "node3.example.test:0" has a bad port "0"`},
 	{"invalid-gossip-stale-after.toml", `testdata/invalid-gossip-stale-after.toml: gossip.stale_after: -30s is not positive`},
 	{"invalid-skew-top-k.toml", `testdata/invalid-skew-top-k.toml: skew.top_k: 10 is outside 16..10000000`},
+	{"invalid-skew-exchange-interval.toml", `testdata/invalid-skew-exchange-interval.toml: skew.exchange_interval: 500ms is outside 1s..10m`},
 
 	// [checks].
 	{"invalid-check-type.toml", `testdata/invalid-check-type.toml: checks.api.type: "icmp" is not one of tcp, tls, https, grpc, postgres, dns`},

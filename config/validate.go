@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -238,6 +239,9 @@ func (v *validator) pair(key, certKey, cert, keyKey, priv string) {
 func (v *validator) skew() {
 	if v.cfg.Skew.TopK < 16 || v.cfg.Skew.TopK > 10_000_000 {
 		v.errorf("skew.top_k", "%d is outside 16..10000000", v.cfg.Skew.TopK)
+	}
+	if d := v.cfg.Skew.ExchangeInterval.Duration; d < time.Second || d > 10*time.Minute {
+		v.errorf("skew.exchange_interval", "%s is outside 1s..10m", d)
 	}
 }
 
