@@ -26,6 +26,8 @@ Usage:
                                        run one check once and print every phase
   meridian status [-http ADDR] [-json] the health matrix of a running node
   meridian explain NAME [-client IP | -ecs SUBNET]   why a client gets the answer it gets
+  meridian skew [-http ADDR] [-service NAME] [-window 1h] [-json]
+                                       where the traffic really goes: the client-skew report
   meridian certs init|issue|inspect    create and inspect the mTLS PKI
   meridian keygen [-out FILE]          write a new AES-256 gossip key
   meridian delegation check ZONE [-parent ADDR] [-config FILE] [-json]
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runExplain(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
+	case "skew":
+		return runSkew(args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "keygen":

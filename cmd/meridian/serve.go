@@ -115,6 +115,7 @@ type node struct {
 	snapshot   atomic.Pointer[health.Snapshot]
 	probes     *probe.Scheduler
 	gossip     *gossip.Node // nil without [gossip]
+	skew       *skewNode    // nil with skew.enabled = false
 	endpointUp *prometheus.GaugeVec
 	regionUp   *prometheus.GaugeVec
 	reloadMu   sync.Mutex // serializes reloads
@@ -145,10 +146,18 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 		StaleAfter: cfg.Gossip.StaleAfter.Duration})
 	n.probes = probe.NewScheduler(probe.SchedulerOptions{Observer: n.local, Logger: log.With("component", "probe"),
 		Metrics: probe.NewMetrics(n.reg)})
+	var members func() []health.Member
 	if cfg.Gossip.Enabled {
-		var err error
+		members = func() []health.Member { return n.gossip.Members() }
+	}
+	var err error
+	if n.skew, err = newSkewNode(cfg, log.With("component", "skew"), n.reg, members); err != nil {
+		return nil, err
+	}
+	if cfg.Gossip.Enabled {
 		n.gossip, err = gossip.New(gossip.Options{Config: cfg.Gossip, Name: cfg.Node.Name, Region: cfg.Node.Region,
-			Local: n.local, Table: n.table, Logger: log, Registerer: n.reg})
+			Local: n.local, Table: n.table, Logger: log, Registerer: n.reg,
+			Exchange: n.skew.exchange(), ExchangeInterval: cfg.Skew.ExchangeInterval.Duration})
 		if err != nil {
 			return nil, err
 		}
@@ -157,13 +166,14 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 	n.admin.Handle("GET /api/v1/status", admin.JSON(func() any {
 		return health.BuildStatus(n.cfg.Load(), n.snapshot.Load(), n.table, time.Now())
 	}))
-	var err error
 	n.dns, err = resolver.New(cfg, resolver.Options{Logger: log.With("component", "dns"),
-		Metrics: resolver.NewMetrics(n.reg), Lameduck: f.lameduck, Started: func() { n.admin.SetReady(true) }})
+		Metrics: resolver.NewMetrics(n.reg), Lameduck: f.lameduck, Started: func() { n.admin.SetReady(true) },
+		Recorder: n.skew.recorder()})
 	if err != nil {
 		return nil, err
 	}
 	n.admin.Handle("GET /api/v1/explain", explainHandler(n.dns))
+	n.admin.Handle("GET /api/v1/skew", n.skew.handler())
 	n.admin.Handle("POST /api/v1/reload", n.reloadHandler())
 	n.admin.Handle("GET /ui", ui.Handler(ui.Options{
 		Status: func() health.Status {
@@ -182,7 +192,7 @@ func (n *node) apply(cfg *config.Config) error {
 	}
 	n.local.Configure(cfg)
 	n.cfg.Store(cfg)
-	return n.dns.Update(cfg)
+	return n.skew.update(n.dns, cfg, n.snapshot.Load())
 }
 
 // publishHealth rebuilds the health snapshot whenever a verdict changes and
@@ -201,6 +211,7 @@ func (n *node) publishHealth(ctx context.Context) {
 			continue
 		}
 		prev := n.snapshot.Swap(snap)
+		n.skew.healthChanged(snap)
 		for _, c := range health.Changes(prev, snap) {
 			n.log.Info("endpoint verdict changed", "service", c.Service, "endpoint", c.Endpoint,
 				"from", c.From.String(), "to", c.To.String(), "votes", c.Votes())
@@ -230,6 +241,9 @@ func serve(ctx context.Context, cfg *config.Config, f serveFlags, log *slog.Logg
 	g.Go(func() error { n.publishHealth(gctx); return nil })
 	if n.gossip != nil {
 		g.Go(func() error { return n.gossip.Run(gctx) })
+	}
+	if n.skew != nil {
+		g.Go(func() error { return n.skew.Run(gctx) })
 	}
 	g.Go(func() error { n.reloadOnHUP(gctx); return nil })
 	g.Go(func() error { <-gctx.Done(); n.admin.SetReady(false); return nil })
@@ -330,6 +344,8 @@ func restartKeys(old, cur *config.Config) []string {
 	diff("dns.listen", !slices.Equal(old.DNS.Listen, cur.DNS.Listen))
 	diff("http.listen", old.HTTP.Listen != cur.HTTP.Listen)
 	diff("gossip", og.Enabled != cg.Enabled)
+	diff("skew.enabled", old.Skew.Recording() != cur.Skew.Recording())
+	diff("skew.exchange_interval", old.Skew.ExchangeInterval != cur.Skew.ExchangeInterval)
 	if og.Enabled && cg.Enabled {
 		diff("gossip.bind", og.Bind != cg.Bind)
 		diff("gossip.advertise", og.Advertise != cg.Advertise)
