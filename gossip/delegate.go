@@ -36,6 +36,9 @@ func (d delegate) NotifyMsg(b []byte) {
 
 // GetBroadcasts returns the queued observation changes that fit in limit.
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if d.n.mute.Load() {
+		return nil
+	}
 	msgs := d.n.queue.GetBroadcasts(overhead, limit)
 	for _, m := range msgs {
 		d.n.metrics.countSent(kindView, len(m))
@@ -46,6 +49,9 @@ func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
 // LocalState returns this node's whole own view for push/pull: only its own
 // observations, never what it heard from others.
 func (d delegate) LocalState(bool) []byte {
+	if d.n.mute.Load() {
+		return nil
+	}
 	b, err := Encode(d.n.fullView())
 	if err != nil {
 		d.n.log.Warn("gossip full view not sent", "err", err)
@@ -65,11 +71,14 @@ func (n *Node) fullView() health.View {
 }
 
 // welcome sends this node's whole view to every peer that joins, and so
-// to every node already there when this one joins. Push/pull alone only
-// carries a view between two nodes every push_pull interval (a minute on
-// "wan"), and a join exchanges state with the join address only: without
-// this, a new or restarted node would wait that long to hear from the
-// others, and they from it.
+// to every node already there when this one joins; and to a peer heard
+// again after a silence past stale_after (a partition that memberlist did
+// not see as a death, or a hung delegate), which may have missed this
+// node's broadcasts meanwhile. Push/pull alone only carries a view between
+// two nodes every push_pull interval (a minute on "wan"), and a join
+// exchanges state with the join address only: without this, a new or
+// restarted node would wait that long to hear from the others, and they
+// from it.
 func (n *Node) welcome(ctx context.Context, ml *memberlist.Memberlist) {
 	for {
 		var name string
@@ -80,8 +89,8 @@ func (n *Node) welcome(ctx context.Context, ml *memberlist.Memberlist) {
 		}
 		members := ml.Members()
 		i := slices.IndexFunc(members, func(nd *memberlist.Node) bool { return nd.Name == name })
-		if i < 0 {
-			continue // gone again
+		if i < 0 || n.mute.Load() {
+			continue // gone again, or a test silenced this node
 		}
 		b, err := Encode(n.fullView())
 		if err != nil {
@@ -111,13 +120,21 @@ func (n *Node) receive(b []byte) {
 		n.log.Debug("gossip message dropped", "err", err, "bytes", len(b))
 		return
 	}
-	n.metrics.countReceived(viewKind(v.Full), len(b))
+	n.metrics.countReceived(viewKind(v), len(b))
 	if n.incompatible(v.Origin) {
 		return
 	}
+	silent := n.opts.Table.Silent(v.Origin)
 	if n.opts.Table.Merge(v) && !v.Full && len(v.Obs) == 1 {
 		n.queue.QueueBroadcast(&broadcast{name: broadcastName(v.Origin, v.Obs[0].Target), msg: slices.Clone(b)})
 		n.metrics.relayed.Inc()
+	}
+	if silent {
+		n.log.Info("gossip peer heard again after a silence", "peer", v.Origin)
+		select {
+		case n.joined <- v.Origin:
+		default: // push/pull will carry our view
+		}
 	}
 }
 
@@ -157,11 +174,11 @@ func (n *Node) alive(nd *memberlist.Node, joined bool) {
 			n.log.Warn("ignoring gossip peer", "peer", nd.Name, "addr", nd.Address(), "err", err)
 		}
 		if wasCompatible { // what it said before fades after stale_after
-			n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: false})
+			n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: false, Heartbeats: m.heartbeats()})
 		}
 		return
 	}
-	n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: true})
+	n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: true, Heartbeats: m.heartbeats()})
 	if joined {
 		select {
 		case n.joined <- nd.Name:
@@ -202,7 +219,7 @@ func (n *Node) gone(nd *memberlist.Node) {
 	}
 	n.inbox.drop(nd.Name)
 	m, _ := decodeMeta(nd.Meta)
-	n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: false})
+	n.opts.Table.SetMember(health.Member{Name: nd.Name, Region: m.Region, Alive: false, Heartbeats: m.heartbeats()})
 	if failed {
 		n.log.Warn("gossip peer failed", "peer", nd.Name, "region", m.Region, "addr", nd.Address())
 	} else {

@@ -18,6 +18,10 @@
 //   - Every view carries its origin's epoch (process start) and seq, so a
 //     restarted node supersedes what it said before; receivers never compare
 //     wall clocks (serf's ordering).
+//   - Every stale_after/3 each node sends every live peer a heartbeat (a
+//     view with no observations), so a node that has nothing new to say
+//     stays fresh, and one whose delegate hangs while memberlist keeps it
+//     alive goes stale at every receiver after stale_after (heartbeat.go).
 //
 // Besides health, a node can share opaque state with every peer (Options.
 // Exchange: the skew package's per-node statistics). That goes point to

@@ -8,10 +8,16 @@ import (
 
 // The gossip protocol version a node announces in its metadata. A peer
 // with another major version is logged and ignored: it is not a member of
-// the table and its views are not merged. Minor versions interoperate.
+// the table and its views are not merged. Minor versions interoperate:
+//
+//	1.0  views (broadcast and full), exchange
+//	1.1  heartbeats every stale_after/3 (see heartbeat.go): a peer's
+//	     silence past stale_after makes its views stale while it is alive
 const (
 	protocolMajor = 1
-	protocolMinor = 0
+	protocolMinor = 1
+
+	minorHeartbeats = 1 // the first minor version that sends heartbeats
 )
 
 // metaVersion is the first byte of the node metadata.
@@ -58,3 +64,6 @@ func decodeMeta(b []byte) (meta, error) {
 
 // compatible reports whether a peer speaking m can be merged.
 func (m meta) compatible() bool { return m.Major == protocolMajor }
+
+// heartbeats reports whether a peer speaking m sends heartbeats.
+func (m meta) heartbeats() bool { return m.compatible() && m.Minor >= minorHeartbeats }

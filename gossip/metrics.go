@@ -4,11 +4,13 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"meridian/health"
 )
 
 // metrics are a Node's Prometheus collectors. Labels come only from closed
-// sets (the message type: view, full_view, exchange; why an exchange was
-// dropped); never node names.
+// sets (the message type: view, full_view, exchange, heartbeat; why an
+// exchange was dropped); never node names.
 type metrics struct {
 	received, receivedBytes [kindCount]prometheus.Counter // by message kind
 	sent, sentBytes         [kindCount]prometheus.Counter
@@ -21,13 +23,14 @@ type metrics struct {
 
 // Message kinds, as metric label values and array indexes.
 const (
-	kindView     = iota // a broadcast change
-	kindFullView        // push/pull, or the view sent to a joining peer
-	kindExchange        // an Exchange export
+	kindView      = iota // a broadcast change
+	kindFullView         // push/pull, or the view sent to a joining peer
+	kindExchange         // an Exchange export
+	kindHeartbeat        // a view with no observations, sent every stale_after/3
 	kindCount
 )
 
-var kindNames = [kindCount]string{"view", "full_view", "exchange"}
+var kindNames = [kindCount]string{"view", "full_view", "exchange", "heartbeat"}
 
 // Why an exchange message was dropped: the closed set of the reason label.
 const (
@@ -48,9 +51,9 @@ func newMetrics(reg prometheus.Registerer, members, queued func() float64) (*met
 	vec := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, []string{"type"})
 	}
-	received := vec("messages_received_total", "Gossip messages received, by type (view: a broadcast change, full_view: push/pull, exchange: a peer's exchanged state).")
+	received := vec("messages_received_total", "Gossip messages received, by type (view: a broadcast change, full_view: push/pull, exchange: a peer's exchanged state, heartbeat: a peer's periodic empty view).")
 	receivedBytes := vec("received_bytes_total", "Bytes of gossip messages received, by type.")
-	sent := vec("messages_sent_total", "Gossip messages sent, by type (view: a broadcast change, full_view: push/pull, exchange: this node's exchanged state, once per peer).")
+	sent := vec("messages_sent_total", "Gossip messages sent, by type (view: a broadcast change, full_view: push/pull, exchange: this node's exchanged state, once per peer, heartbeat: this node's periodic empty view, once per peer).")
 	sentBytes := vec("sent_bytes_total", "Bytes of gossip messages sent, by type.")
 	m := &metrics{
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -92,9 +95,12 @@ func newMetrics(reg prometheus.Registerer, members, queued func() float64) (*met
 }
 
 // viewKind is the kind of a view message.
-func viewKind(full bool) int {
-	if full {
+func viewKind(v health.View) int {
+	switch {
+	case v.Full:
 		return kindFullView
+	case len(v.Obs) == 0:
+		return kindHeartbeat
 	}
 	return kindView
 }

@@ -94,6 +94,10 @@ type Node struct {
 	// Test hooks.
 	skipLeave      bool          // Run ends without Leave, as if the process were killed
 	reconnectEvery time.Duration // how often Run retries lost peers
+	// mute, when set, makes the node send no views at all (no broadcasts,
+	// push/pull state, welcome or heartbeat) while memberlist keeps it
+	// alive: a hung delegate.
+	mute atomic.Bool
 	// exchangeJoinDelay is how long after a join the export goes out.
 	exchangeJoinDelay time.Duration
 	// wrapTransport, when set, wraps the "udp" transport (memberlist's
@@ -290,6 +294,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.join(ctx, ml) })
 	wg.Go(func() { n.reconnect(ctx, ml) })
 	wg.Go(func() { n.welcome(ctx, ml) })
+	wg.Go(func() { n.heartbeat(ctx, ml) })
 	if n.opts.Exchange != nil {
 		wg.Go(func() { n.exchange(ctx, ml) })
 		wg.Go(func() { n.deliver(ctx) })

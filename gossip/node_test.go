@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -325,4 +326,91 @@ func TestIncompatiblePeerIgnored(t *testing.T) {
 	if n.others.Load() != 0 {
 		t.Errorf("%d others after the leave", n.others.Load())
 	}
+}
+
+// TestHungNodeGoesStale: a node whose delegate stops sending (no
+// broadcasts, push/pull state or heartbeats) while memberlist keeps it
+// alive stops voting at every other node stale_after after its last word,
+// its view kept for display as not voting; when it speaks again it votes
+// again.
+func TestHungNodeGoesStale(t *testing.T) {
+	checkGoroutines(t)
+	const staleAfter = 1500 * time.Millisecond
+	nodes := startCluster(t,
+		spec{name: "a", region: "r1", staleAfter: staleAfter},
+		spec{name: "b", region: "r2", staleAfter: staleAfter},
+		spec{name: "c", region: "r3", staleAfter: staleAfter},
+	)
+	c := nodes[2]
+	c.local.Observe(targetV4, up)
+	eventually(t, 5*time.Second, "c's verdict reaching a and b", func() bool {
+		return sees(nodes, c, targetV4, health.Up, 1, 0)
+	})
+	muted := time.Now()
+	c.node.mute.Store(true)
+	eventually(t, staleAfter+5*time.Second, "c's region no longer voting at a and b", func() bool {
+		return sees(nodes, c, targetV4, health.Unknown, 0, 0)
+	})
+	// Its last heartbeat may have left just before the mute, so allow for
+	// one heartbeat interval (stale_after/3) less.
+	if elapsed := time.Since(muted); elapsed < staleAfter*2/3 {
+		t.Errorf("c stopped voting %s after it fell silent, before stale_after (%s)", elapsed, staleAfter)
+	}
+	for _, n := range nodes[:2] {
+		if !n.hasMember("c") {
+			t.Fatalf("%s: memberlist no longer sees c alive: the test needs it alive", n.name)
+		}
+		obs := n.table.Observers(targetV4)
+		i := slices.IndexFunc(obs, func(o health.NodeObservation) bool { return o.Node == "c" })
+		if i < 0 || obs[i].Voting || obs[i].State != health.Up {
+			t.Errorf("%s: observers %+v, want c's up kept for display, not voting", n.name, obs)
+		}
+		if m := n.table.Members(); !slices.ContainsFunc(m, func(m health.Member) bool { return m.Name == "c" && m.Alive && m.Stale }) {
+			t.Errorf("%s: members %+v, want c alive and stale", n.name, m)
+		}
+	}
+	c.node.mute.Store(false)
+	eventually(t, 5*time.Second, "c voting again once it speaks", func() bool {
+		return sees(nodes, c, targetV4, health.Up, 1, 0)
+	})
+}
+
+// TestQuietClusterStaysFresh: a healthy cluster in which nothing changes
+// (no broadcasts, push/pull an hour away) keeps every node's view voting
+// for several stale_after, thanks to heartbeats alone.
+func TestQuietClusterStaysFresh(t *testing.T) {
+	checkGoroutines(t)
+	const staleAfter = time.Second
+	nodes := startCluster(t,
+		spec{name: "a", region: "r1", staleAfter: staleAfter},
+		spec{name: "b", region: "r2", staleAfter: staleAfter},
+		spec{name: "c", region: "r3", staleAfter: staleAfter},
+	)
+	for _, n := range nodes {
+		n.local.Observe(targetV4, up)
+	}
+	everyoneVotes := func() bool {
+		for _, n := range nodes {
+			if d := n.table.Decide(targetV4, anyQuorum); len(d.Regions) != 3 || d.Regions[0].State != health.Up ||
+				d.Regions[1].State != health.Up || d.Regions[2].State != health.Up {
+				return false
+			}
+		}
+		return true
+	}
+	eventually(t, 5*time.Second, "every region voting up at every node", everyoneVotes)
+	sentBefore := testutil.ToFloat64(nodes[0].node.metrics.sent[kindHeartbeat])
+	never(t, 5*staleAfter, "a quiet node's view went stale", func() bool { return !everyoneVotes() })
+	// a sends to 2 peers every stale_after/3: about 30 in 5 stale_after.
+	if sent := testutil.ToFloat64(nodes[0].node.metrics.sent[kindHeartbeat]) - sentBefore; sent < 20 || sent > 40 {
+		t.Errorf("a sent %v heartbeats in %s, want about 30", sent, 5*staleAfter)
+	}
+	if got := testutil.ToFloat64(nodes[1].node.metrics.received[kindHeartbeat]); got < 20 {
+		t.Errorf("b received %v heartbeats, want at least 20", got)
+	}
+}
+
+// hasMember reports whether memberlist at tn sees name alive.
+func (tn *tnode) hasMember(name string) bool {
+	return slices.ContainsFunc(tn.node.Members(), func(m health.Member) bool { return m.Name == name })
 }

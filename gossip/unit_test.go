@@ -48,6 +48,12 @@ func TestMetaRoundTrip(t *testing.T) {
 	if (meta{Major: protocolMajor + 1}).compatible() || !(meta{Major: protocolMajor, Minor: 7}).compatible() {
 		t.Error("compatible() is wrong")
 	}
+	// Heartbeats came with 1.1: the table judges an older peer's silence
+	// only by memberlist.
+	if (meta{Major: 1, Minor: 0}).heartbeats() || !(meta{Major: 1, Minor: 1}).heartbeats() ||
+		!(meta{Major: protocolMajor, Minor: protocolMinor}).heartbeats() || (meta{Major: 2, Minor: 1}).heartbeats() {
+		t.Error("heartbeats() is wrong")
+	}
 }
 
 // testKey returns the i-th fixed test key.

@@ -222,6 +222,14 @@ func (l *Local) Get(t probe.Target) (Observation, bool) {
 	return tr.obs, true
 }
 
+// Seq returns the latest seq: it grows with every change to any
+// observation.
+func (l *Local) Seq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
 // View returns a copy of every observation with a seq above since, and
 // the latest seq.
 func (l *Local) View(since uint64) ([]Observation, uint64) {

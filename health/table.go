@@ -8,11 +8,21 @@ package health
 //     per change. For one (origin, target) the highest (epoch, seq) wins; a
 //     full view (push/pull) from a newer or equal epoch replaces the origin's
 //     whole view. Wall clocks are never compared across nodes.
-//   - Judge staleness by the receiver's clock. A peer memberlist reports dead
-//     or gone keeps voting with what it last said for stale_after, then stops.
-//     A node cut off from every other thus answers from its last knowledge
-//     until that is stale, then from its own region's view — never from
-//     nothing, since its own probes always vote.
+//   - Judge staleness by the receiver's clock. The table records when it
+//     last heard from each origin (any view merged: a broadcast, a full view
+//     or an empty heartbeat view), by its own clock. A peer that sends
+//     heartbeats (Member.Heartbeats: it sends a view at least every
+//     stale_after/3 even when nothing changes) stops voting once it has not
+//     been heard from for stale_after, even while memberlist still sees it
+//     alive: a hung delegate cannot keep voting with its last word for ever.
+//     (A peer of an older protocol, without heartbeats, is taken as heard
+//     while memberlist sees it alive.) A peer memberlist reports dead or
+//     gone stops voting stale_after after its death or its last word,
+//     whichever is first. Its views stay in the table for display, marked as
+//     not voting (Observers, Members). A node cut off from every
+//     other thus answers from its last knowledge until that is stale, then
+//     from its own region's view — never from nothing, since its own probes
+//     always vote.
 //   - Decide by quorum. A region votes up when a strict majority of its
 //     voting nodes that have a verdict see the target up, down otherwise; a
 //     region none of whose nodes has a verdict does not vote. An endpoint is
@@ -34,15 +44,26 @@ type Member struct {
 	Name   string `json:"name"`
 	Region string `json:"region"`
 	Alive  bool   `json:"alive"`
+	// Stale (in Members only) is set for a peer whose views do not vote:
+	// not heard from within stale_after, or dead for longer.
+	Stale bool `json:"stale,omitempty"`
+	// Heartbeats (in SetMember) tells that the peer sends a view at least
+	// every stale_after/3, so that its silence makes it stale although
+	// memberlist sees it alive. A peer of an older protocol that does not
+	// keeps voting while it is alive.
+	Heartbeats bool `json:"-"`
 }
 
 // peerView is what one other node told us.
 type peerView struct {
-	region    string
-	epoch     uint64
-	obs       map[probe.Target]Observation
-	alive     bool
-	downSince time.Time // receiver's clock; zero while alive
+	region     string
+	epoch      uint64
+	obs        map[probe.Target]Observation
+	alive      bool
+	heartbeats bool        // silence past stale_after makes it stale
+	downSince  time.Time   // receiver's clock; zero while alive
+	heard      time.Time   // receiver's clock: the last view merged from it
+	staleTimer *time.Timer // signals Changed stale_after after heard
 }
 
 // Table merges this node's observations with those gossiped by its peers
@@ -61,7 +82,7 @@ type Table struct {
 // TableOptions configures a Table.
 type TableOptions struct {
 	Self, Region string        // this node's name and region
-	StaleAfter   time.Duration // how long a dead peer's view keeps voting
+	StaleAfter   time.Duration // how long a silent or dead peer's view keeps voting
 	Now          func() time.Time
 }
 
@@ -75,8 +96,12 @@ func NewTable(local *Local, opts TableOptions) *Table {
 }
 
 // Changed signals (coalesced) that a peer's view or liveness changed, or
-// that a dead peer's view just went stale.
+// that a peer's view just went stale or voted again.
 func (t *Table) Changed() <-chan struct{} { return t.changed }
+
+// StaleAfter is how long a peer's view keeps voting after its last word
+// (gossip sends heartbeats three times as often).
+func (t *Table) StaleAfter() time.Duration { return t.staleAfter }
 
 // SetMember records a peer's region and liveness (from memberlist events).
 func (t *Table) SetMember(m Member) {
@@ -87,6 +112,7 @@ func (t *Table) SetMember(m Member) {
 	defer t.mu.Unlock()
 	p := t.peer(m.Name)
 	p.region = m.Region
+	p.heartbeats = m.Heartbeats
 	switch {
 	case m.Alive:
 		p.alive, p.downSince = true, time.Time{}
@@ -131,6 +157,7 @@ func (t *Table) Merge(v View) bool {
 	if v.Epoch < p.epoch {
 		return false
 	}
+	t.heard(p)
 	changed := false
 	if v.Region != "" && p.region != v.Region {
 		p.region, changed = v.Region, true
@@ -154,6 +181,36 @@ func (t *Table) Merge(v View) bool {
 	return changed
 }
 
+// Silent reports whether origin, a peer that sends heartbeats, was heard
+// from before but not within stale_after by this node's clock, so that its
+// views do not vote. Such a peer, once heard again, may have missed this
+// node's broadcasts meanwhile (a partition cuts both ways): gossip sends it
+// this node's whole view.
+func (t *Table) Silent(origin string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.peers[origin]
+	return p != nil && p.heartbeats && !p.heard.IsZero() && t.now().Sub(p.heard) >= t.staleAfter
+}
+
+// heard records that p was just heard from, by this node's clock, and
+// arms the signal of its going stale. Its coming back to a vote is
+// signalled at once; it is not a change Merge reports (that would make
+// gossip relay a message that holds nothing new).
+func (t *Table) heard(p *peerView) {
+	now := t.now()
+	wasVoting := t.voting(p, now)
+	p.heard = now
+	if p.staleTimer == nil {
+		p.staleTimer = time.AfterFunc(t.staleAfter, func() { signal(t.changed) })
+	} else {
+		p.staleTimer.Reset(t.staleAfter)
+	}
+	if !wasVoting && t.voting(p, now) {
+		signal(t.changed)
+	}
+}
+
 // dropMissing removes the targets a full view no longer holds, except
 // those updated after the view was taken.
 func dropMissing(view map[probe.Target]Observation, v View) bool {
@@ -171,10 +228,12 @@ func dropMissing(view map[probe.Target]Observation, v View) bool {
 	return changed
 }
 
-// voting reports whether p's view still counts: alive, or dead for less
-// than stale_after by our clock.
+// voting reports whether p's view still counts, by our clock: heard from
+// within stale_after (a peer that sends no heartbeats is taken as heard
+// while alive), and not dead for stale_after.
 func (t *Table) voting(p *peerView, now time.Time) bool {
-	return p.region != "" && (p.alive || now.Sub(p.downSince) < t.staleAfter)
+	fresh := !p.heartbeats || now.Sub(p.heard) < t.staleAfter
+	return p.region != "" && fresh && (p.alive || now.Sub(p.downSince) < t.staleAfter)
 }
 
 // RegionVote is one region's say on a target.
@@ -280,8 +339,9 @@ func (t *Table) Members() []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := []Member{{Name: t.self, Region: t.region, Alive: true}}
+	now := t.now()
 	for name, p := range t.peers {
-		out = append(out, Member{Name: name, Region: p.region, Alive: p.alive})
+		out = append(out, Member{Name: name, Region: p.region, Alive: p.alive, Stale: !t.voting(p, now)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
