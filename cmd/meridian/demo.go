@@ -380,12 +380,15 @@ Try, in another terminal:
   dig @127.0.0.1 -p %d api.gslb.example.test          one, by weight
   dig @127.0.0.1 -p %d api.gslb.example.test +nsid    ask another region's node
   meridian status -http 127.0.0.1:%d                 region x endpoint health matrix
+  meridian skew -http 127.0.0.1:%d                   client-skew report: where the traffic goes (after a few digs)
   curl -s 127.0.0.1:%d/metrics | grep meridian_endpoint
   curl -sX POST 127.0.0.1:%d/api/v1/reload            reload a node's configuration
 
+Open http://127.0.0.1:%d/ui for the status page: health matrix, members, skew report.
+
 Ctrl-C stops the demo.
 `, took.Round(time.Millisecond), dir, first.dnsPort, first.dnsPort, regions[1].dnsPort,
-		first.httpPort, first.httpPort, first.httpPort)
+		first.httpPort, first.httpPort, first.httpPort, first.httpPort, first.httpPort)
 }
 
 // demoFail stops backend after d (never when d is 0), so the log shows the
