@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -184,15 +185,48 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 	return n, n.apply(cfg)
 }
 
-// apply makes cfg the running configuration: probes first (the fallible
-// part: certificate files), then health rules, then the answer table.
+// apply makes cfg the running configuration. Every fallible part is tried
+// before anything changes, and a failure leaves probes, health rules and
+// answers as they were: first the checks (certificate files, via
+// probe.BuildSpecs), then the answer table with its skew recorder (zones
+// compiled, GeoIP opened: the resolver swaps only when that succeeds).
+// Then the configuration is stored before the health rules change, so
+// that the snapshot rebuild their change signals reads the new one; the
+// probes switch last. probes.Update builds the checks again and fails only
+// if a certificate file changed on disk since; then the rest is put back.
 func (n *node) apply(cfg *config.Config) error {
-	if err := n.probes.Update(cfg); err != nil {
+	if _, err := probe.BuildSpecs(cfg); err != nil {
 		return err
 	}
-	n.local.Configure(cfg)
+	prev := n.cfg.Load()
+	if err := n.skew.update(n.dns, cfg, n.snapshot.Load()); err != nil {
+		return err
+	}
 	n.cfg.Store(cfg)
-	return n.skew.update(n.dns, cfg, n.snapshot.Load())
+	n.local.Configure(cfg)
+	if err := n.probes.Update(cfg); err != nil {
+		return errors.Join(err, n.restore(prev))
+	}
+	return nil
+}
+
+// restore puts prev back as the running configuration after a reload
+// failed late (a file changed on disk between the checks and the switch);
+// nil prev (the first apply) has nothing to restore. Observations of
+// targets only prev has start over from unknown.
+func (n *node) restore(prev *config.Config) error {
+	if prev == nil {
+		return nil
+	}
+	if err := n.skew.update(n.dns, prev, n.snapshot.Load()); err != nil {
+		return fmt.Errorf("restore the previous answer table: %w", err)
+	}
+	n.cfg.Store(prev)
+	n.local.Configure(prev)
+	if err := n.probes.Update(prev); err != nil {
+		return fmt.Errorf("restore the previous probes: %w", err)
+	}
+	return nil
 }
 
 // publishHealth rebuilds the health snapshot whenever a verdict changes and
@@ -277,17 +311,26 @@ func (n *node) reloadOnHUP(ctx context.Context) {
 func (n *node) reload() error {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
+	old := n.cfg.Load()
 	cfg, err := config.Load(n.file)
 	if err == nil {
-		err = n.reloadGossip(n.cfg.Load(), cfg)
+		err = n.checkGossip(cfg)
 	}
 	if err == nil {
 		err = n.apply(cfg)
+	}
+	if err == nil {
+		if err = n.reloadGossip(cfg); err != nil {
+			err = errors.Join(err, n.restore(old))
+		}
 	}
 	if err != nil {
 		n.reloadOK.Set(0)
 		n.log.Error("reload rejected: the previous configuration keeps serving", "err", err)
 		return err
+	}
+	for _, k := range restartKeys(old, cfg) {
+		n.log.Warn("configuration key changed: it takes effect at the next restart", "key", k)
 	}
 	for _, w := range cfg.Warnings {
 		n.log.Warn("configuration", "key", w.Key, "warning", w.Msg)
@@ -315,14 +358,23 @@ func (n *node) reloadHandler() http.Handler {
 	})
 }
 
+// checkGossip tries what reloadGossip will do without changing anything:
+// the keyring file must read.
+func (n *node) checkGossip(cur *config.Config) error {
+	if n.gossip == nil || cur.Gossip.Keyring == "" {
+		return nil
+	}
+	if _, err := gossip.ReadKeyring(cur.Gossip.Keyring); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	return nil
+}
+
 // reloadGossip applies what a reload can change in gossip: the keyring
 // (rotation: add a key everywhere, make it primary, remove the old one).
-// Every other [gossip] key, and [node], take effect at the next restart;
-// each one that changed is logged as such.
-func (n *node) reloadGossip(old, cur *config.Config) error {
-	for _, k := range restartKeys(old, cur) {
-		n.log.Warn("configuration key changed: it takes effect at the next restart", "key", k)
-	}
+// Every other [gossip] key, and [node], take effect at the next restart
+// (restartKeys, logged by reload).
+func (n *node) reloadGossip(cur *config.Config) error {
 	if n.gossip == nil || cur.Gossip.Keyring == "" {
 		return nil
 	}
@@ -342,7 +394,12 @@ func restartKeys(old, cur *config.Config) []string {
 	diff("node.name", old.Node.Name != cur.Node.Name)
 	diff("node.region", old.Node.Region != cur.Node.Region)
 	diff("dns.listen", !slices.Equal(old.DNS.Listen, cur.DNS.Listen))
+	diff("dns.udp_sockets", old.DNS.UDPSockets != cur.DNS.UDPSockets)
 	diff("http.listen", old.HTTP.Listen != cur.HTTP.Listen)
+	diff("http.tls_cert", old.HTTP.TLSCert != cur.HTTP.TLSCert)
+	diff("http.tls_key", old.HTTP.TLSKey != cur.HTTP.TLSKey)
+	diff("http.client_ca", old.HTTP.ClientCA != cur.HTTP.ClientCA)
+	diff("http.insecure", old.HTTP.Insecure != cur.HTTP.Insecure)
 	diff("gossip", og.Enabled != cg.Enabled)
 	diff("skew.enabled", old.Skew.Recording() != cur.Skew.Recording())
 	diff("skew.exchange_interval", old.Skew.ExchangeInterval != cur.Skew.ExchangeInterval)
