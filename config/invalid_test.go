@@ -19,8 +19,13 @@ var invalidConfigs = []struct {
 }{
 	// Decoding: unknown keys, syntax and types.
 	{"invalid-unknown-key.toml", `testdata/invalid-unknown-key.toml: colour: unknown key`},
-	{"invalid-unknown-nested-key.toml", `testdata/invalid-unknown-nested-key.toml: services.polcy: unknown key`},
-	{"invalid-unknown-endpoint-key.toml", `testdata/invalid-unknown-endpoint-key.toml: services.endpoints.wieght: unknown key`},
+	{"invalid-unknown-nested-key.toml", `testdata/invalid-unknown-nested-key.toml: services[0].polcy: unknown key`},
+	{"invalid-unknown-endpoint-key.toml", `testdata/invalid-unknown-endpoint-key.toml: services[0].endpoints[0].wieght: unknown key`},
+	{"invalid-unknown-key-in-array.toml", `testdata/invalid-unknown-key-in-array.toml: zones[1].ttl_seconds: unknown key
+testdata/invalid-unknown-key-in-array.toml: services[1].endpoints[2].wieght: unknown key
+testdata/invalid-unknown-key-in-array.toml: services[2].endpoints[1].wieght: unknown key
+testdata/invalid-unknown-key-in-array.toml: services[2].polcy: unknown key
+testdata/invalid-unknown-key-in-array.toml: checks.api.intervall: unknown key`},
 	{"invalid-syntax.toml", `testdata/invalid-syntax.toml: dns.listen: line 10, column 1: expected a comma (',') or array terminator (']'), but got 'u'`},
 	{"invalid-syntax-bare-value.toml", `testdata/invalid-syntax-bare-value.toml: node.region: line 3, column 10: expected value but found "us" instead`},
 	{"invalid-type.toml", `testdata/invalid-type.toml: dns.udp_size: line 9: incompatible types: TOML value has type string; destination has type integer`},
@@ -229,5 +234,32 @@ mem.toml: dns.udp_sise: unknown key
 mem.toml: node.region: "nowhere" is not a region in [regions] (have none)`
 	if err == nil || err.Error() != want {
 		t.Errorf("Parse error:\n got: %v\nwant: %s", err, want)
+	}
+}
+
+// TestUnknownKeyCase: a key BurntSushi matches to a field regardless of
+// case is decoded, not reported as unknown; a misspelt one is, with its
+// index.
+func TestUnknownKeyCase(t *testing.T) {
+	const text = `
+[node]
+Name   = "n1"
+region = "r1"
+
+[regions.r1]
+location = [0, 0]
+
+[[zones]]
+origin = "a.example.test."
+ns     = ["ns1.a.example.test."]
+
+[[services]]
+Name = "api.a.example.test."
+endpoints = [{ name = "e1", region = "r1", address = "192.0.2.1", Weight = 2, wieght = 3 }]
+`
+	cfg, err := config.Parse([]byte(text), "mem.toml")
+	want := `mem.toml: services[0].endpoints[0].wieght: unknown key`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Parse error:\n got: %v\nwant: %s (cfg %+v)", err, want, cfg)
 	}
 }

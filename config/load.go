@@ -60,8 +60,8 @@ func Parse(data []byte, file string) (*Config, error) {
 		return nil, &Error{File: file, Problems: []Problem{decodeProblem(err, data)}}
 	}
 	v := &validator{cfg: c, dir: filepath.Dir(file)}
-	for _, k := range md.Undecoded() {
-		v.errorf(k.String(), "unknown key")
+	for _, k := range unknownKeys(string(data), md) {
+		v.errorf(k, "unknown key")
 	}
 	c.Gossip.Enabled = md.IsDefined("gossip")
 	applyDefaults(c)
