@@ -421,6 +421,40 @@ endpoints = [{ name = "a", region = "r", address = "192.0.2.1" }]
 	}
 }
 
+// TestInsecureHTTPWarning: http.insecure is allowed to serve the admin API
+// in plain HTTP off loopback, with a warning; on loopback, or over TLS, it
+// warns about nothing.
+func TestInsecureHTTPWarning(t *testing.T) {
+	const base = `
+[node]
+name   = "n1"
+region = "r"
+
+[regions.r]
+
+[[zones]]
+origin = "example.test."
+ns     = ["ns1.example.test."]
+
+[[services]]
+name = "api.example.test."
+endpoints = [{ name = "a", region = "r", address = "192.0.2.1" }]
+`
+	want := []config.Problem{{Key: "http.insecure",
+		Msg: `the admin API listens on "0.0.0.0:9153" in plain HTTP: anyone who reaches it can read the status and trigger reloads`}}
+	if c := parse(t, base+"[http]\nlisten = \"0.0.0.0:9153\"\ninsecure = true\n"); !slices.Equal(c.Warnings, want) {
+		t.Errorf("off loopback: warnings %q, want %q", c.Warnings, want)
+	}
+	for _, http := range []string{
+		"[http]\nlisten = \"127.0.0.1:9153\"\ninsecure = true\n",
+		"[http]\nlisten = \"0.0.0.0:9153\"\ninsecure = true\ntls_cert = \"c.pem\"\ntls_key = \"c.key\"\n",
+	} {
+		if c := parse(t, base+http); len(c.Warnings) != 0 {
+			t.Errorf("%q: warnings %q, want none", http, c.Warnings)
+		}
+	}
+}
+
 func TestErrorFormat(t *testing.T) {
 	e := &config.Error{File: "c.toml", Problems: []config.Problem{
 		{Key: "dns.udp_size", Msg: "100 is outside 512..65535"},

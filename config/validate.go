@@ -171,7 +171,11 @@ func (v *validator) http() {
 	if h.ClientCA != "" && h.TLSCert == "" {
 		v.errorf("http.client_ca", "needs tls_cert and tls_key")
 	}
-	if ok && !isLoopback(host) && h.TLSCert == "" && !h.Insecure {
+	switch {
+	case !ok || isLoopback(host) || h.TLSCert != "":
+	case h.Insecure:
+		v.warnf("http.insecure", "the admin API listens on %q in plain HTTP: anyone who reaches it can read the status and trigger reloads", h.Listen)
+	default:
 		v.errorf("http.listen", "%q is not a loopback address: configure tls_cert and tls_key, or set insecure = true", h.Listen)
 	}
 }
