@@ -723,12 +723,28 @@ endpoints = [
 		t.Fatalf("every endpoint of one.example.test. should have been answered under load: %v", want)
 	}
 	var rep, otherRep *skew.Report
-	eventually(t, 5*time.Second, "the reports to hold every answer", func() bool {
+	held := func() bool {
 		rep, _, _ = skewReportOf(t, httpPort, "one.example.test.", "5m")
 		otherRep, _, _ = skewReportOf(t, httpPort, "other.example.test.", "5m")
 		return rep != nil && otherRep != nil &&
 			rep.Answers == uint64(want["a"]+want["b"]+want["c"]) && otherRep.Answers == uint64(tally.byAddr["192.0.2.9"])
-	})
+	}
+	for deadline := time.Now().Add(5 * time.Second); !held(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			lost := ""
+			if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.HasPrefix(l, "meridian_skew_reload_lost") {
+						lost = l
+					}
+				}
+			}
+			t.Fatalf("the reports do not hold every answer within 5 s: received %v and other %d;\n%s\nother:\n%s\nrecording %+v / %+v; %s",
+				want, tally.byAddr["192.0.2.9"], reportText(rep), reportText(otherRep), rep.Recording, otherRep.Recording, lost)
+		}
+	}
 	for ep, n := range want {
 		if got := endpointShare(rep, ep).Answers; got != uint64(n) {
 			t.Errorf("one.example.test. %s: %d answers in the report, the test received %d", ep, got, n)
@@ -737,9 +753,13 @@ endpoints = [
 	if got := endpointShare(otherRep, "x").Answers; got != uint64(tally.byAddr["192.0.2.9"]) {
 		t.Errorf("other.example.test. x: %d answers in the report, the test received %d", got, tally.byAddr["192.0.2.9"])
 	}
-	_, code, _ := skewReportOf(t, httpPort, "one.example.test.", "5m")
-	if code != 200 {
-		t.Errorf("after the reloads: %d", code)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "\nmeridian_skew_reload_lost_answers_total 0\n") {
+		t.Errorf("answers lost across reloads that removed nothing:\n%s", b)
 	}
 }
 

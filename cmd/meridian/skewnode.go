@@ -10,32 +10,15 @@ package main
 //	                                          │
 //	   Report (own state + peers' latest exports) ─▶ /api/v1/skew, meridian_skew_* gauges
 //
-// Indexes across reloads. The resolver hands RecordAnswer the service and
-// endpoint indexes of the configuration that answered, and the recorder
-// reads them in the configuration it was last given (Recorder.Update), so
-// the two must agree while a reload swaps both. The resolver's
-// UpdateWithRecorder gives each configuration its own AnswerRecorder: a
-// skewBinding, which knows its configuration's generation and the
-// generation the recorder is on, and moves an answer into the recorder's
-// indexes (by service and endpoint name) when they differ — the new table
-// answers before the recorder has the new configuration, and answers of the
-// old table still being written land after. A reload swaps the resolver
-// first (the fallible part: a failure leaves both old), then the recorder,
-// then the generation. What is left is a window of a few nanoseconds
-// between the recorder storing its new configuration and this code storing
-// the generation, in which an answer can be read in the wrong indexes; the
-// skew API cannot close it from outside (see the notes on issue 6).
+// The recorder's indexes stay valid across reloads: skewindex.go.
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"math/bits"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -80,12 +63,13 @@ type skewNode struct {
 	rec   *skew.Recorder
 	peers *skewPeers
 
-	mu     sync.Mutex // serializes reloads and health events (the recorder's indexes)
-	cfg    *config.Config
-	bind   *skewBinding
-	gen    atomic.Uint64 // generation of the configuration the recorder is on
+	mu     sync.Mutex     // serializes reloads and health events; guards the fields below
+	cfg    *config.Config // the configuration the resolver answers from
+	reg    *skewRegistry  // what the recorder records in (skewindex.go)
+	bind   *skewBinding   // the resolver's recorder for cfg
 	health map[skewEndpointKey]skewHealthState
-	lost   atomic.Uint64 // answers whose service or endpoint a reload removed mid-flight
+	epoch  atomic.Uint64 // the registry's compactions (skewBinding reads it)
+	lost   atomic.Uint64 // answers of a table whose indexes a compaction retired
 
 	reportMu sync.Mutex // serializes reports, so they are built in time order
 	gauges   atomic.Pointer[[]skewServiceGauges]
@@ -108,40 +92,30 @@ func newSkewNode(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer
 	if !cfg.Skew.Recording() {
 		return nil, nil
 	}
-	s := &skewNode{log: log, node: cfg.Node.Name, health: map[skewEndpointKey]skewHealthState{}}
+	s := &skewNode{log: log, node: cfg.Node.Name, health: map[skewEndpointKey]skewHealthState{}, cfg: cfg}
+	s.reg = newSkewRegistry(cfg)
 	var err error
-	s.rec, err = skew.New(s.config(cfg))
-	if err != nil {
+	if s.rec, err = skew.New(s.config(s.reg, cfg)); err != nil {
 		return nil, err
 	}
-	s.cfg = cfg
-	s.gen.Store(1)
-	s.bind = &skewBinding{rec: s.rec, gen: 1, cur: &s.gen, lost: &s.lost}
+	s.bind = newSkewBinding(s.rec, s.reg, cfg, 0, &s.epoch, &s.lost)
 	s.peers = &skewPeers{rec: s.rec, log: log, members: members, peers: map[string]*skewPeer{}}
 	if reg != nil {
 		s.peers.rejected = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_skew_peer_exports_rejected_total",
 			Help: "Skew exports received from peers that did not decode or did not come from the node they name."})
 		reg.MustRegister(s.peers.rejected, (*skewCollector)(s),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_skew_reload_lost_answers_total",
-				Help: "Answers sent while a reload removed their service or endpoint, so not recorded."},
+				Help: "Answers not recorded because a reload reset the recorder's registry of services and endpoints while their table was still answering."},
 				func() float64 { return float64(s.lost.Load()) }))
 	}
 	return s, nil
 }
 
-// config is the recorder's configuration for cfg: its services with their
-// endpoints' names, regions, weights and capacities, in cfg's order (so a
-// service's index is the resolver's).
-func (s *skewNode) config(cfg *config.Config) skew.Config {
-	sc := skew.Config{Node: s.node, TopK: cfg.Skew.TopK, Logger: s.log}
-	for _, svc := range cfg.Services {
-		ss := skew.Service{Name: svc.Name, Policy: svc.Policy, TTL: svc.TTL}
-		for _, e := range svc.Endpoints {
-			ss.Endpoints = append(ss.Endpoints, skew.Endpoint{Name: e.Name, Region: e.Region,
-				Weight: float64(e.EffectiveWeight()), Capacity: e.EffectiveCapacity(), Priority: e.Priority})
-		}
-		sc.Services = append(sc.Services, ss)
-	}
+// config is the recorder's configuration: the registry's services, and
+// cfg's top_k.
+func (s *skewNode) config(reg *skewRegistry, cfg *config.Config) skew.Config {
+	sc := reg.config(s.node, cfg.Skew.TopK)
+	sc.Logger = s.log
 	return sc
 }
 
@@ -162,11 +136,12 @@ func (s *skewNode) exchange() gossip.Exchange {
 	return s.peers
 }
 
-// update makes cfg the configuration the resolver answers from and the
-// recorder records in, and records the health of every endpoint that
-// changed under snap. A failure leaves both with the configuration they
-// had. Called with the configuration the node started with, it only
-// recompiles the resolver's table.
+// update makes cfg the configuration the resolver answers from, extends
+// the recorder's registry with it (skewindex.go) and records the health of
+// every endpoint that changed under snap. The recorder goes first, so the
+// new table's answers find their entries; a failure leaves both with the
+// configuration they had. Called with the configuration the node started
+// with, it only recompiles the resolver's table.
 func (s *skewNode) update(dnsSrv *resolver.Server, cfg *config.Config, snap *health.Snapshot) error {
 	if s == nil {
 		return dnsSrv.Update(cfg)
@@ -180,31 +155,37 @@ func (s *skewNode) update(dnsSrv *resolver.Server, cfg *config.Config, snap *hea
 		s.recordHealthLocked(snap)
 		return nil
 	}
-	sc := s.config(cfg)
-	// Validate the recorder's configuration before anything changes: New
-	// with a small top-k checks everything Update does, and top_k is
-	// validated by config.
+	reg, compacted := s.reg.with(cfg)
+	sc := s.config(reg, cfg)
+	// Check the recorder's configuration before anything changes: New
+	// with a small top-k checks everything Update does (top_k is
+	// validated by config).
 	check := sc
 	check.TopK = 16
 	if _, err := skew.New(check); err != nil {
 		return err
 	}
-	old := s.bind
-	next := &skewBinding{rec: s.rec, gen: old.gen + 1, cur: &s.gen, lost: &s.lost, prev: skewRemap(cfg, s.cfg)}
-	fwd := skewRemap(s.cfg, cfg)
-	old.next.Store(&fwd)
-	if err := dnsSrv.UpdateWithRecorder(cfg, next); err != nil {
+	if err := s.rec.Update(sc); err != nil {
 		return err
 	}
-	if err := s.rec.Update(sc); err != nil {
-		// Not expected after the check above; put the resolver back.
-		if rerr := dnsSrv.UpdateWithRecorder(s.cfg, old); rerr != nil {
-			return errors.Join(err, fmt.Errorf("skew: restore the previous answer table: %w", rerr))
+	epoch := s.epoch.Load()
+	if compacted {
+		epoch++
+		s.epoch.Store(epoch)
+		s.log.Warn("skew: the recorder's registry of services and endpoints reached its limits and was reset to the configuration; the history of removed ones is gone")
+	}
+	next := newSkewBinding(s.rec, reg, cfg, epoch, &s.epoch, &s.lost)
+	if err := dnsSrv.UpdateWithRecorder(cfg, next); err != nil {
+		// The old table keeps answering: put the recorder back. The old
+		// registry is a prefix of the new one unless it was compacted.
+		if rerr := s.rec.Update(s.config(s.reg, s.cfg)); rerr != nil {
+			s.log.Error("skew: the recorder could not return to the running configuration", "err", rerr)
+		} else if compacted {
+			s.epoch.Store(epoch - 1)
 		}
 		return err
 	}
-	s.gen.Store(next.gen)
-	s.cfg, s.bind = cfg, next
+	s.cfg, s.reg, s.bind = cfg, reg, next
 	s.recordHealthLocked(snap)
 	return nil
 }
@@ -221,20 +202,29 @@ func (s *skewNode) healthChanged(snap *health.Snapshot) {
 	s.recordHealthLocked(snap)
 }
 
-// recordHealthLocked records, in the recorder's current indexes, the
-// endpoints of s.cfg whose state under snap is new or changed; s.mu is held.
-// A snapshot that does not know an endpoint (built before a reload added
-// it) answers it, as the resolver does. Fail-open is the report's to apply.
+// recordHealthLocked records the endpoints of the running configuration
+// whose state under snap is new or changed, and as drained (down, weight
+// 0) those a reload removed; s.mu is held. A snapshot that does not know an
+// endpoint (built before a reload added it) answers it, as the resolver
+// does. Fail-open is the report's to apply.
 func (s *skewNode) recordHealthLocked(snap *health.Snapshot) {
 	now := time.Now().UnixNano()
 	seen := make(map[skewEndpointKey]skewHealthState, len(s.health))
-	for i, svc := range s.cfg.Services {
-		for j, e := range svc.Endpoints {
+	for _, svc := range s.cfg.Services {
+		for _, e := range svc.Endpoints {
 			k := skewEndpointKey{svc.Name, e.Name}
 			st := skewHealthState{up: snap == nil || snap.Up(svc.Name, e.Name), weight: float64(e.EffectiveWeight())}
 			seen[k] = st
 			if last, ok := s.health[k]; !ok || last != st {
+				i, j := s.reg.endpoint(svc.Name, e.Name)
 				s.rec.RecordHealth(now, i, j, st.up, st.weight)
+			}
+		}
+	}
+	for k := range s.health {
+		if _, ok := seen[k]; !ok {
+			if i, j, ok := s.reg.lookup(k.service, k.endpoint); ok {
+				s.rec.RecordHealth(now, i, j, false, 0)
 			}
 		}
 	}
@@ -268,87 +258,34 @@ func (s *skewNode) services() []string {
 // report builds the cluster-wide report of service over window from this
 // node's state and its peers' latest exports. Reports are built one at a
 // time, in time order (the recorder folds its long-term profiles as they
-// go by).
+// go by). Endpoints a reload removed are left out once they have no
+// answers in the window.
 func (s *skewNode) report(service string, window time.Duration) (*skew.Report, error) {
+	s.mu.Lock()
+	current := map[string]bool{}
+	for _, svc := range s.cfg.Services {
+		if svc.Name == service {
+			for _, e := range svc.Endpoints {
+				current[e.Name] = true
+			}
+		}
+	}
+	s.mu.Unlock()
 	s.reportMu.Lock()
-	defer s.reportMu.Unlock()
 	now := time.Now()
-	return s.rec.Report(service, window, now.UnixNano(), s.peers.list(now))
-}
-
-// skewBinding is the resolver's AnswerRecorder for one configuration (one
-// generation): it moves answers into the recorder's indexes when the
-// recorder is one generation ahead or behind (see the top of this file).
-// RecordAnswer does not block, lock or allocate.
-type skewBinding struct {
-	rec  *skew.Recorder
-	gen  uint64
-	cur  *atomic.Uint64                   // generation the recorder is on
-	prev []skewServiceMap                 // into generation gen-1 (nil for the first)
-	next atomic.Pointer[[]skewServiceMap] // into generation gen+1, once a reload builds it
-	lost *atomic.Uint64
-}
-
-// skewServiceMap maps one service of a configuration into another: svc is
-// its index there (-1: gone), ends each endpoint's index there (-1: gone).
-type skewServiceMap struct {
-	svc  int
-	ends []int
-}
-
-// RecordAnswer implements resolver.AnswerRecorder.
-func (b *skewBinding) RecordAnswer(service int, source netip.Addr, ecs netip.Prefix, endpoints uint64, ttl uint32) {
-	switch b.cur.Load() {
-	case b.gen:
-		b.rec.RecordAnswer(service, source, ecs, endpoints, ttl)
-		return
-	case b.gen - 1:
-		if b.forward(b.prev, service, source, ecs, endpoints, ttl) {
-			return
-		}
-	case b.gen + 1:
-		if m := b.next.Load(); m != nil && b.forward(*m, service, source, ecs, endpoints, ttl) {
-			return
-		}
+	rep, err := s.rec.Report(service, window, now.UnixNano(), s.peers.list(now))
+	s.reportMu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	b.lost.Add(1)
-}
-
-// forward records the answer in the indexes m maps it to; false when its
-// service or every endpoint it carries is gone there.
-func (b *skewBinding) forward(m []skewServiceMap, service int, source netip.Addr, ecs netip.Prefix, endpoints uint64, ttl uint32) bool {
-	if service < 0 || service >= len(m) || m[service].svc < 0 {
-		return false
-	}
-	var mask uint64
-	for rest := endpoints; rest != 0; rest &= rest - 1 {
-		i := bits.TrailingZeros64(rest)
-		if ends := m[service].ends; i < len(ends) && ends[i] >= 0 {
-			mask |= 1 << ends[i]
-		}
-	}
-	if mask == 0 {
-		return false
-	}
-	b.rec.RecordAnswer(m[service].svc, source, ecs, mask, ttl)
-	return true
-}
-
-// skewRemap maps every service and endpoint of from to its index in to, by name.
-func skewRemap(from, to *config.Config) []skewServiceMap {
-	out := make([]skewServiceMap, len(from.Services))
-	for i, svc := range from.Services {
-		out[i].svc = slices.IndexFunc(to.Services, func(t config.Service) bool { return t.Name == svc.Name })
-		if out[i].svc < 0 {
-			continue
-		}
-		ends := to.Services[out[i].svc].Endpoints
-		out[i].ends = make([]int, len(svc.Endpoints))
-		for j, e := range svc.Endpoints {
-			out[i].ends[j] = slices.IndexFunc(ends, func(t config.Endpoint) bool { return t.Name == e.Name })
-		}
-	}
-	return out
+	regions := map[string]bool{}
+	rep.Endpoints = slices.DeleteFunc(rep.Endpoints, func(e skew.EndpointShare) bool {
+		keep := current[e.Name] || e.Answers > 0
+		regions[e.Region] = regions[e.Region] || keep
+		return !keep
+	})
+	rep.Regions = slices.DeleteFunc(rep.Regions, func(r skew.RegionShare) bool { return !regions[r.Name] })
+	return rep, nil
 }
 
 // skewPeers is the gossip Exchange of skew state: it sends this node's

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -83,13 +85,13 @@ func answersByEndpoint(t *testing.T, s *skewNode, service string) map[string]uin
 	return out
 }
 
-// TestSkewBindingAcrossReload walks a reload that swaps the services'
-// order and one service's endpoints (adding one) through each state an
-// answer can meet: the new table answering before the recorder has the
-// new configuration, the old table's answers landing after, an answer for
-// an endpoint or service the other side does not have, and one two
-// generations away. Each recorded answer is counted under the endpoint
-// that was answered.
+// TestSkewBindingAcrossReload walks reloads that reorder the services
+// and one service's endpoints (adding one), remove an endpoint and a
+// service and add another, and then pass the registry's limits: answers of
+// every table, old or new, count under the endpoint answered; a removed
+// endpoint keeps its answers but leaves the intended shares and, once it
+// has no answers in the window, the report; a compaction retires the older
+// tables' bindings (their answers counted lost).
 func TestSkewBindingAcrossReload(t *testing.T) {
 	cfg1 := skewTestConfig(t, "n", skewSvcAB+skewSvcOther)
 	cfg2 := skewTestConfig(t, "n", skewSvcOther+skewSvcBCA)
@@ -105,45 +107,74 @@ func TestSkewBindingAcrossReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := netip.MustParseAddr("192.0.2.77")
-	old := s.bind
-	old.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5) // one: a
-	old.RecordAnswer(0, src, netip.Prefix{}, 1<<1, 5) // one: b
-	old.RecordAnswer(1, src, netip.Prefix{}, 1<<0, 5) // other: x
-
-	// The new table answering before the recorder has the new
-	// configuration, with the binding update builds for it: a moves back
-	// into the old indexes; c has none there (lost).
-	pre := &skewBinding{rec: s.rec, gen: old.gen + 1, cur: &s.gen, lost: &s.lost, prev: skewRemap(cfg2, cfg1)}
-	pre.RecordAnswer(1, src, netip.Prefix{}, 1<<2, 5) // one: a
-	pre.RecordAnswer(1, src, netip.Prefix{}, 1<<1, 5) // one: c
+	b1 := s.bind
+	b1.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5) // one: a
+	b1.RecordAnswer(0, src, netip.Prefix{}, 1<<1, 5) // one: b
+	b1.RecordAnswer(1, src, netip.Prefix{}, 1<<0, 5) // other: x
 
 	if err := s.update(dnsSrv, cfg2, nil); err != nil {
 		t.Fatal(err)
 	}
-	next := s.bind
-	if next == old || next.gen != old.gen+1 || s.gen.Load() != next.gen {
-		t.Fatalf("generations: old %d, next %d, recorder on %d", old.gen, next.gen, s.gen.Load())
+	b2 := s.bind
+	if names := s.reg.services[s.reg.svcIndex["one.example.test."]].Endpoints; len(names) != 3 || names[2].Name != "c" {
+		t.Fatalf("registry of one.example.test.: %+v, want a, b, then c appended", names)
 	}
-	// The old table's answers after the swap (one: a and b together).
-	old.RecordAnswer(0, src, netip.Prefix{}, 1<<0|1<<1, 5)
-	// The new table, recorder already on it: one is now index 1, c is 1.
-	next.RecordAnswer(1, src, netip.Prefix{}, 1<<1, 5) // one: c
-	next.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5) // other: x
-	// An answer of a table two generations behind the recorder: lost.
-	s.gen.Store(next.gen + 1)
-	old.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5)
-	s.gen.Store(next.gen)
+	b1.RecordAnswer(0, src, netip.Prefix{}, 1<<0|1<<1, 5) // cfg1's table still writing: one: a and b
+	b2.RecordAnswer(1, src, netip.Prefix{}, 1<<1, 5)      // one: c
+	b2.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5)      // other: x
+	b2.RecordAnswer(1, src, netip.Prefix{}, 1<<2, 5)      // one: a
 
-	s.rec.Flush()
-	want := map[string]uint64{"a": 3, "b": 2, "c": 1}
+	// b and other removed, third added.
+	cfg3 := skewTestConfig(t, "n", strings.Replace(skewSvcBCA, `  { name = "b", region = "r", address = "192.0.2.2", weight = 3 },`+"\n", "", 1)+`
+[[services]]
+name = "third.example.test."
+endpoints = [{ name = "y", region = "r", address = "192.0.2.8" }]
+`)
+	if err := s.update(dnsSrv, cfg3, nil); err != nil {
+		t.Fatal(err)
+	}
+	b1.RecordAnswer(0, src, netip.Prefix{}, 1<<1, 5)     // one: b, from the first table
+	b2.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5)     // other: x, removed but still written
+	s.bind.RecordAnswer(1, src, netip.Prefix{}, 1<<0, 5) // third: y
+
+	want := map[string]uint64{"a": 3, "b": 3, "c": 1}
 	if got := answersByEndpoint(t, s, "one.example.test."); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("one.example.test.: %v, want %v", got, want)
 	}
-	if got := answersByEndpoint(t, s, "other.example.test."); got["x"] != 2 {
-		t.Errorf("other.example.test.: %v, want x: 2", got)
+	if got := answersByEndpoint(t, s, "third.example.test."); got["y"] != 1 {
+		t.Errorf("third.example.test.: %v, want y: 1", got)
+	}
+	if got := fmt.Sprint(s.services()); got != "[one.example.test. third.example.test.]" {
+		t.Errorf("services %s", got)
+	}
+	rep, err := s.report("one.example.test.", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := endpointShare(rep, "b"); b.Name != "b" || b.Up || b.Intended > 0.5 {
+		t.Errorf("removed endpoint b: %+v; want it listed (it has answers), not answerable, its intent falling", b)
+	}
+
+	// 62 new endpoints: the registry's one.example.test. would pass 64.
+	var eps []string
+	for i := range 62 {
+		eps = append(eps, fmt.Sprintf(`{ name = "n%d", region = "r", address = "192.0.2.%d" }`, i, 100+i))
+	}
+	cfg4 := skewTestConfig(t, "n", "[[services]]\nname = \"one.example.test.\"\nendpoints = ["+strings.Join(eps, ", ")+"]\n")
+	if err := s.update(dnsSrv, cfg4, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.epoch.Load() != 1 || len(s.reg.services) != 1 || len(s.reg.services[0].Endpoints) != 62 {
+		t.Fatalf("after passing the limit: epoch %d, registry %d services", s.epoch.Load(), len(s.reg.services))
+	}
+	b1.RecordAnswer(0, src, netip.Prefix{}, 1<<0, 5)
+	b2.RecordAnswer(1, src, netip.Prefix{}, 1<<0, 5)
+	s.bind.RecordAnswer(0, src, netip.Prefix{}, 1<<61, 5) // one: n61
+	if got := answersByEndpoint(t, s, "one.example.test."); fmt.Sprint(got) != "map[n61:1]" {
+		t.Errorf("after the compaction: %v, want n61: 1", got)
 	}
 	if lost := s.lost.Load(); lost != 2 {
-		t.Errorf("%d answers counted lost, want 2 (c before the recorder knew it, one two generations old)", lost)
+		t.Errorf("%d answers counted lost, want the 2 of tables from before the compaction", lost)
 	}
 	if st := s.rec.Stats(); st.Invalid != 0 || st.Stale != 0 {
 		t.Errorf("recorder stats %+v: nothing should be invalid or stale", st)
@@ -151,9 +182,11 @@ func TestSkewBindingAcrossReload(t *testing.T) {
 }
 
 // TestSkewUpdateRejectedLeavesBoth: a configuration the recorder refuses
-// (4097 services: config takes them, the recorder at most 4096) leaves the
-// resolver and the recorder on the old configuration, with an error that
-// says why.
+// (4097 services: config takes them, the recorder at most 4096), and one
+// the resolver refuses after the recorder took it (a GeoIP database that
+// does not parse: config only checks the path), leave the resolver and the
+// recorder on the old configuration, still recording the old table's
+// answers.
 func TestSkewUpdateRejectedLeavesBoth(t *testing.T) {
 	cfg1 := skewTestConfig(t, "n", skewSvcAB)
 	s, err := newSkewNode(cfg1, slog.New(slog.DiscardHandler), nil, nil)
@@ -164,23 +197,42 @@ func TestSkewUpdateRejectedLeavesBoth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	old := s.bind
 	var many strings.Builder
 	for i := range 4097 {
 		fmt.Fprintf(&many, "[[services]]\nname = \"s%d.example.test.\"\nendpoints = [{ name = \"e\", region = \"r\", address = \"192.0.2.1\" }]\n", i)
 	}
-	cfg2 := skewTestConfig(t, "n", many.String())
-	err = s.update(dnsSrv, cfg2, nil)
+	err = s.update(dnsSrv, skewTestConfig(t, "n", many.String()), nil)
 	if err == nil || !strings.Contains(err.Error(), "4097 services, at most 4096") {
 		t.Fatalf("update with 4097 services: %v", err)
 	}
-	if s.cfg != cfg1 || s.gen.Load() != 1 {
-		t.Errorf("the recorder moved on: cfg changed %t, generation %d", s.cfg != cfg1, s.gen.Load())
+
+	geo := filepath.Join(t.TempDir(), "bad.mmdb")
+	os.WriteFile(geo, []byte("not a database"), 0o644)
+	cfg2 := skewTestConfig(t, "n", skewSvcOther+skewSvcBCA+fmt.Sprintf("[geoip]\ndatabase = %q\n", geo))
+	err = s.update(dnsSrv, cfg2, nil)
+	if err == nil || !strings.Contains(err.Error(), "geoip") {
+		t.Fatalf("update with a bad GeoIP database: %v", err)
 	}
-	if _, err := dnsSrv.Explain("s1.example.test.", netip.MustParseAddr("192.0.2.7")); err == nil {
-		t.Errorf("the resolver serves the rejected configuration")
+	if s.cfg != cfg1 || s.bind != old || len(s.reg.services) != 1 {
+		t.Errorf("the node moved on: on cfg1 %t, binding kept %t, %d services in the registry", s.cfg == cfg1, s.bind == old, len(s.reg.services))
 	}
-	if _, err := dnsSrv.Explain("one.example.test.", netip.MustParseAddr("192.0.2.7")); err != nil {
-		t.Errorf("the resolver lost the old configuration: %v", err)
+	if fmt.Sprint(s.services()) != "[one.example.test.]" {
+		t.Errorf("services %v after refused reloads", s.services())
+	}
+	if _, err := dnsSrv.Explain("other.example.test.", netip.MustParseAddr("192.0.2.7")); err == nil {
+		t.Errorf("the resolver serves the refused configuration")
+	}
+	old.RecordAnswer(0, netip.MustParseAddr("192.0.2.77"), netip.Prefix{}, 1<<1, 5)
+	if got := answersByEndpoint(t, s, "one.example.test."); fmt.Sprint(got) != "map[b:1]" || s.lost.Load() != 0 {
+		t.Errorf("after the refused reloads: %v recorded, %d lost; want b: 1, none lost", got, s.lost.Load())
+	}
+	rep, err := s.report("one.example.test.", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Endpoints) != 2 || rep.Endpoints[0].Name != "a" || rep.Endpoints[1].Name != "b" {
+		t.Errorf("report endpoints %+v after the refused reload, want a and b", rep.Endpoints)
 	}
 }
 
