@@ -229,3 +229,95 @@ func TestRestartKeys(t *testing.T) {
 		t.Errorf("restartKeys of one configuration = %v", got)
 	}
 }
+
+// TestReloadAddingKeyringChangesNothing: a reload that names a keyring
+// for a node whose gossip was started without one (turning encryption on
+// needs a restart) is rejected before anything changes: configuration,
+// probes, views and answers stay as they were.
+func TestReloadAddingKeyringChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	dnsPort, httpPort, webPort, deadPort := freePort(t), freePort(t), acceptor(t), freePort(t)
+	file := filepath.Join(dir, "config.toml")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const gossipOn = "\n[gossip]\nbind = \"127.0.0.1:0\"\nprofile = \"local\"\n"
+	write(applyConfig(dnsPort, httpPort, webPort, deadPort, "dead", gossipOn))
+	n, logs := runNodeInProcess(t, file, httpPort)
+	if n.gossip == nil {
+		t.Fatal("the node has no gossip")
+	}
+	answers := func() string { return strings.Join(answersOf(t, dnsPort, "api.t.test."), " ") }
+	eventually(t, 10*time.Second, "e1 up and e2 down, only e1 answered", func() bool {
+		v := strings.Join(targetsOf(n), " ")
+		return strings.Contains(v, "=up") && strings.Contains(v, "=down") && answers() == "127.0.0.1"
+	})
+	cfgBefore, probesBefore, viewBefore := n.cfg.Load(), n.probes.Targets(), targetsOf(n)
+
+	keyring := filepath.Join(dir, "keyring")
+	if code, _, stderr := runCmd(t, "keygen", "-out", keyring); code != 0 {
+		t.Fatalf("keygen: %d %s", code, stderr)
+	}
+	moved := strings.Replace(applyConfig(dnsPort, httpPort, webPort, deadPort, "web", gossipOn), "[checks.dead]", "[checks.unused]", 1)
+	write(moved + "keyring = \"keyring\"\n")
+	err := n.reload()
+	if err == nil || !strings.Contains(err.Error(), "started without a keyring") {
+		t.Fatalf("reload adding a keyring: %v, want the refusal", err)
+	}
+	if !strings.Contains(logs.String(), "reload rejected") {
+		t.Errorf("the rejection was not logged:\n%s", logs)
+	}
+	never(t, time.Second, "the rejected reload changed something", func() bool {
+		return n.cfg.Load() != cfgBefore || !slices.Equal(n.probes.Targets(), probesBefore) ||
+			!slices.Equal(targetsOf(n), viewBefore) || answers() != "127.0.0.1"
+	})
+}
+
+// TestReloadRotatesKeyring: on a node started with a keyring, a reload
+// with a second key in the file is accepted and installs it; a keyring
+// file that does not read is rejected before anything changes.
+func TestReloadRotatesKeyring(t *testing.T) {
+	dir := t.TempDir()
+	dnsPort, httpPort, webPort, deadPort := freePort(t), freePort(t), acceptor(t), freePort(t)
+	file, keyring := filepath.Join(dir, "config.toml"), filepath.Join(dir, "keyring")
+	keys := make([]string, 2)
+	for i := range keys {
+		code, out, stderr := runCmd(t, "keygen")
+		if code != 0 {
+			t.Fatalf("keygen: %d %s", code, stderr)
+		}
+		keys[i] = strings.TrimSpace(out)
+	}
+	writeKeys := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(keyring, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKeys(keys[0] + "\n")
+	text := applyConfig(dnsPort, httpPort, webPort, deadPort, "dead",
+		"\n[gossip]\nbind = \"127.0.0.1:0\"\nprofile = \"local\"\nkeyring = \"keyring\"\n")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, logs := runNodeInProcess(t, file, httpPort)
+	cfgBefore := n.cfg.Load()
+
+	writeKeys("not a key\n")
+	if err := n.reload(); err == nil || !strings.Contains(err.Error(), "line 1: not a base64 key") {
+		t.Fatalf("reload with a bad keyring: %v", err)
+	}
+	if n.cfg.Load() != cfgBefore {
+		t.Error("a reload with a bad keyring switched the configuration")
+	}
+	writeKeys(keys[1] + "\n" + keys[0] + "\n")
+	if err := n.reload(); err != nil {
+		t.Fatalf("reload adding a key: %v", err)
+	}
+	if n.cfg.Load() == cfgBefore || !strings.Contains(logs.String(), "gossip keyring updated") {
+		t.Errorf("the rotation did not apply:\n%s", logs)
+	}
+}

@@ -116,6 +116,7 @@ type node struct {
 	snapshot   atomic.Pointer[health.Snapshot]
 	probes     *probe.Scheduler
 	gossip     *gossip.Node // nil without [gossip]
+	encrypted  bool         // gossip was started with a keyring
 	skew       *skewNode    // nil with skew.enabled = false
 	endpointUp *prometheus.GaugeVec
 	regionUp   *prometheus.GaugeVec
@@ -156,6 +157,7 @@ func newNode(cfg *config.Config, f serveFlags, log *slog.Logger) (*node, error) 
 		return nil, err
 	}
 	if cfg.Gossip.Enabled {
+		n.encrypted = cfg.Gossip.Keyring != ""
 		n.gossip, err = gossip.New(gossip.Options{Config: cfg.Gossip, Name: cfg.Node.Name, Region: cfg.Node.Region,
 			Local: n.local, Table: n.table, Logger: log, Registerer: n.reg,
 			Exchange: n.skew.exchange(), ExchangeInterval: cfg.Skew.ExchangeInterval.Duration})
@@ -359,10 +361,13 @@ func (n *node) reloadHandler() http.Handler {
 }
 
 // checkGossip tries what reloadGossip will do without changing anything:
-// the keyring file must read.
+// gossip must have been started with a keyring, and the file must read.
 func (n *node) checkGossip(cur *config.Config) error {
 	if n.gossip == nil || cur.Gossip.Keyring == "" {
 		return nil
+	}
+	if !n.encrypted {
+		return errors.New("gossip: keyring: gossip was started without a keyring; encrypting it needs a restart")
 	}
 	if _, err := gossip.ReadKeyring(cur.Gossip.Keyring); err != nil {
 		return fmt.Errorf("gossip: %w", err)
