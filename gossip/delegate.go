@@ -87,9 +87,8 @@ func (n *Node) welcome(ctx context.Context, ml *memberlist.Memberlist) {
 			return
 		case name = <-n.joined:
 		}
-		members := ml.Members()
-		i := slices.IndexFunc(members, func(nd *memberlist.Node) bool { return nd.Name == name })
-		if i < 0 || n.mute.Load() {
+		members := n.livePeers(map[string]bool{name: true})
+		if len(members) == 0 || n.mute.Load() {
 			continue // gone again, or a test silenced this node
 		}
 		b, err := Encode(n.fullView())
@@ -97,7 +96,7 @@ func (n *Node) welcome(ctx context.Context, ml *memberlist.Memberlist) {
 			n.log.Warn("gossip full view not sent", "err", err)
 			continue
 		}
-		if err := ml.SendReliable(members[i], b); err != nil {
+		if err := ml.SendReliable(members[0], b); err != nil {
 			n.log.Debug("gossip view not sent to a joining peer", "peer", name, "err", err)
 			continue
 		}
@@ -165,8 +164,9 @@ func (n *Node) alive(nd *memberlist.Node, joined bool) {
 		err = fmt.Errorf("it speaks protocol %d.%d, this node %d.%d", m.Major, m.Minor, protocolMajor, protocolMinor)
 	}
 	n.mu.Lock()
-	wasCompatible, known := n.peers[nd.Name]
-	n.peers[nd.Name] = err == nil
+	was, known := n.peers[nd.Name]
+	wasCompatible := was.compatible
+	n.peers[nd.Name] = peer{compatible: err == nil, region: m.Region, node: copyNode(nd)}
 	delete(n.lost, nd.Name)
 	n.mu.Unlock()
 	if err != nil {
@@ -199,6 +199,25 @@ func (n *Node) alive(nd *memberlist.Node, joined bool) {
 	}
 }
 
+// peer is what the node knows of a live peer. node is a copy taken in the
+// event delegate, which memberlist calls holding its node lock: memberlist
+// rewrites its own Node structs in place (Meta, Addr) under that lock, so
+// reading the pointers ml.Members() returns would race with it.
+type peer struct {
+	compatible bool // speaks our protocol major version: its views merge
+	region     string
+	node       memberlist.Node
+}
+
+// copyNode copies nd, with its byte slices, so that it can be read later
+// without memberlist's lock.
+func copyNode(nd *memberlist.Node) memberlist.Node {
+	c := *nd
+	c.Addr = slices.Clone(nd.Addr)
+	c.Meta = slices.Clone(nd.Meta)
+	return c
+}
+
 // gone records a peer that left (it said so) or failed (memberlist
 // declared it dead); Run tries to reconnect to a failed one.
 func (n *Node) gone(nd *memberlist.Node) {
@@ -208,7 +227,7 @@ func (n *Node) gone(nd *memberlist.Node) {
 	n.others.Add(-1)
 	failed := nd.State != memberlist.StateLeft
 	n.mu.Lock()
-	compatible := n.peers[nd.Name]
+	compatible := n.peers[nd.Name].compatible
 	delete(n.peers, nd.Name)
 	if failed {
 		n.lost[nd.Name] = lostPeer{addr: nd.Address(), since: n.now()}
@@ -232,8 +251,8 @@ func (n *Node) gone(nd *memberlist.Node) {
 func (n *Node) incompatible(origin string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	compatible, known := n.peers[origin]
-	return known && !compatible
+	p, known := n.peers[origin]
+	return known && !p.compatible
 }
 
 // conflicts implements memberlist.ConflictDelegate.

@@ -188,7 +188,7 @@ func (n *Node) sendExports(ctx context.Context, ml *memberlist.Memberlist, to ma
 	msg := encodeExchange(n.opts.Name, n.epoch, n.exchangeSeq, payload)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, exchangeSenders)
-	for _, peer := range n.exchangePeers(ml, to) {
+	for _, peer := range n.livePeers(to) {
 		if ctx.Err() != nil {
 			break
 		}
@@ -199,17 +199,6 @@ func (n *Node) sendExports(ctx context.Context, ml *memberlist.Memberlist, to ma
 		})
 	}
 	wg.Wait()
-}
-
-// exchangePeers lists the live peers of a compatible version (in to, when
-// it is not nil).
-func (n *Node) exchangePeers(ml *memberlist.Memberlist, to map[string]bool) []*memberlist.Node {
-	members := ml.Members() // before n.mu: memberlist calls alive() holding its node lock
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.DeleteFunc(members, func(nd *memberlist.Node) bool {
-		return nd.Name == n.opts.Name || !n.peers[nd.Name] || to != nil && !to[nd.Name]
-	})
 }
 
 func (n *Node) sendExport(ml *memberlist.Memberlist, peer *memberlist.Node, msg []byte) {

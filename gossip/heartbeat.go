@@ -66,21 +66,11 @@ func (n *Node) sendHeartbeat(ml *memberlist.Memberlist) {
 		n.log.Warn("gossip heartbeat not sent", "err", err)
 		return
 	}
-	for _, nd := range ml.Members() {
-		if nd.Name == n.opts.Name || !n.compatible(nd.Name) {
-			continue
-		}
+	for _, nd := range n.livePeers(nil) {
 		if err := ml.SendBestEffort(nd, msg); err != nil {
 			n.log.Debug("gossip heartbeat not sent", "peer", nd.Name, "err", err)
 			continue
 		}
 		n.metrics.countSent(kindHeartbeat, len(msg))
 	}
-}
-
-// compatible reports whether name is a live peer whose views are merged.
-func (n *Node) compatible(name string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.peers[name]
 }

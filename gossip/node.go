@@ -79,7 +79,7 @@ type Node struct {
 	others   atomic.Int64                          // peers memberlist sees alive
 
 	mu     sync.Mutex
-	peers  map[string]bool     // peers seen alive: true if compatible
+	peers  map[string]peer     // peers seen alive, copied under memberlist's node lock
 	lost   map[string]lostPeer // failed peers Run tries to reconnect to
 	joined chan string         // peers that just joined, to send our view to
 
@@ -128,7 +128,7 @@ func New(opts Options) (*Node, error) {
 		log:            log,
 		epoch:          uint64(time.Now().UnixNano()),
 		conf:           conf,
-		peers:          map[string]bool{},
+		peers:          map[string]peer{},
 		lost:           map[string]lostPeer{},
 		joined:         make(chan string, welcomeQueue),
 		reconnectEvery: reconnectInterval,
@@ -351,21 +351,37 @@ func (n *Node) stop(ml *memberlist.Memberlist) {
 
 // Members returns the cluster members memberlist sees alive, this node
 // included, sorted by name; nil while Run is not running. Peers of an
-// incompatible protocol version are left out.
+// incompatible protocol version are left out. It reads the node's own
+// copies of the peers (see peer), never memberlist's nodes, whose fields
+// memberlist rewrites in place.
 func (n *Node) Members() []health.Member {
-	ml := n.ml.Load()
-	if ml == nil {
+	if n.ml.Load() == nil {
 		return nil
 	}
-	var out []health.Member
-	for _, nd := range ml.Members() {
-		m, err := decodeMeta(nd.Meta)
-		if err != nil || !m.compatible() {
-			continue
+	out := []health.Member{{Name: n.opts.Name, Region: n.opts.Region, Alive: true}}
+	n.mu.Lock()
+	for name, p := range n.peers {
+		if p.compatible {
+			out = append(out, health.Member{Name: name, Region: p.region, Alive: true})
 		}
-		out = append(out, health.Member{Name: nd.Name, Region: m.Region, Alive: true})
 	}
+	n.mu.Unlock()
 	slices.SortFunc(out, func(a, b health.Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// livePeers returns copies of the live compatible peers (those in to, when
+// it is not nil), for sending to.
+func (n *Node) livePeers(to map[string]bool) []*memberlist.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []*memberlist.Node
+	for name, p := range n.peers {
+		if p.compatible && (to == nil || to[name]) {
+			nd := p.node
+			out = append(out, &nd)
+		}
+	}
 	return out
 }
 
