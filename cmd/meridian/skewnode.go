@@ -248,7 +248,7 @@ func (s *skewNode) Run(ctx context.Context) error {
 	}
 }
 
-// services returns the names of the services the recorder records.
+// services returns the names of the services the node answers now.
 func (s *skewNode) services() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
