@@ -1099,7 +1099,9 @@ func (rep *Report) activePassive(j int) bool {
 		return false
 	}
 	for _, w := range rep.perWindow {
-		if !w.up[j] || w.intended[j] < 0.1 || w.hi[j] >= w.intended[j]/4 || w.z[j] >= -3 {
+		// A window without answers is no evidence either way: an idle
+		// service (or one that just started) is not active-passive.
+		if w.total == 0 || !w.up[j] || w.intended[j] < 0.1 || w.hi[j] >= w.intended[j]/4 || w.z[j] >= -3 {
 			return false
 		}
 	}

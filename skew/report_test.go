@@ -271,3 +271,29 @@ func TestIdentityStrings(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestIdleServiceRaisesNoAlarm: windows without answers are no evidence, so
+// a service nobody asked for during three windows (or more) raises no alarm,
+// however far its (empty) estimate is from the intent.
+func TestIdleServiceRaisesNoAlarm(t *testing.T) {
+	r, err := New(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := int64(5 * time.Minute)
+	for j := range 2 {
+		r.RecordHealth(t0, 0, j, true, 1)
+	}
+	r.Flush()
+	for _, now := range []int64{t0 + 4*w, t0 + 11*w + w/2} {
+		for _, window := range []time.Duration{5 * time.Minute, time.Hour} {
+			rep, err := r.Report("api.gslb.example.test.", window, now, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Alarms) != 0 {
+				t.Errorf("idle service, %s report at +%dm: alarms %+v, want none", window, (now-t0)/int64(time.Minute), rep.Alarms)
+			}
+		}
+	}
+}
