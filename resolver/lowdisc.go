@@ -48,16 +48,17 @@ package resolver
 // answer.
 
 import (
-	"encoding/binary"
 	"math/big"
 	"math/bits"
 	"net/netip"
 	"time"
+
+	"meridian/internal/cacheid"
 )
 
 // phi64 is ⌊φ·2^64⌋ for φ = (√5−1)/2: the golden-ratio rotation in 64-bit
 // fixed point.
-const phi64 = 0x9E3779B97F4A7C15
+const phi64 = cacheid.Phi64
 
 // weylSteps[i] is α_i·2^64 for answer position i: phi64 for 0, then
 // ⌊frac(√p)·2^64⌋ for the primes p other than 5, in order.
@@ -84,38 +85,17 @@ func fracSqrt64(p int64) uint64 {
 	return x.And(x, mask).Uint64()
 }
 
-// mix64 is the splitmix64 finalizer: a bijection of 64-bit words whose
-// every output bit depends on every input bit.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
+// mix64 is cacheid's splitmix64 finalizer.
+func mix64(x uint64) uint64 { return cacheid.Mix64(x) }
 
 // IdentityHash hashes a cache identity: the resolver's source address, the
 // service's index in config.Services and the ECS subnet at the returned
 // scope (the zero Prefix when the query had none, or the scope was 0) — the
-// arguments AnswerRecorder.RecordAnswer receives. It is deterministic (no
-// seed), so every node of a cluster gives an identity the same sequence,
-// and it does not allocate. IPv4 and IPv4-mapped IPv6 addresses hash alike.
-//
-// The skew package's simulator has its own copy: keep the two identical.
+// arguments AnswerRecorder.RecordAnswer receives. It is cacheid.Hash, shared
+// with the skew package, so every node of a cluster gives an identity the
+// same sequence; it does not allocate.
 func IdentityHash(source netip.Addr, service int, ecs netip.Prefix) uint64 {
-	h := uint64(0x6d6572696469616e) // "meridian"
-	a := source.Unmap().As16()
-	h = mix64(h ^ binary.BigEndian.Uint64(a[:8]))
-	h = mix64(h ^ binary.BigEndian.Uint64(a[8:]))
-	h = mix64(h ^ uint64(service))
-	if !ecs.IsValid() {
-		return mix64(h)
-	}
-	e := ecs.Addr().Unmap().As16()
-	h = mix64(h ^ binary.BigEndian.Uint64(e[:8]))
-	h = mix64(h ^ binary.BigEndian.Uint64(e[8:]))
-	return mix64(h ^ uint64(ecs.Bits()+1))
+	return cacheid.Hash(source, service, ecs)
 }
 
 // WeylPoint returns the uniform point of answer position i (0: the first
@@ -123,8 +103,7 @@ func IdentityHash(source netip.Addr, service int, ecs netip.Prefix) uint64 {
 // fixed-point fraction (u·2^64). Position 0 is frac(slot·φ +
 // identity/2^64); see the comment at the top of lowdisc.go for the others.
 // i must be below 64.
-//
-// The skew package's simulator has its own copy: keep the two identical.
+
 func WeylPoint(identity, slot uint64, i int) uint64 {
 	if i == 0 {
 		return slot*phi64 + identity

@@ -1,48 +1,22 @@
 package skew
 
 import (
-	"encoding/binary"
 	"net/netip"
+
+	"meridian/internal/cacheid"
 )
 
-// The identity hash and the Weyl point are copies of resolver.IdentityHash
-// and resolver.WeylPoint (position 0): the resolver answers with them and the
-// simulator predicts those answers with these, so the two must stay
-// identical bit for bit. TestHashMatchesResolver holds them together.
+// mix64 and phi64 are cacheid's, the functions the resolver answers with.
+const phi64 = cacheid.Phi64
 
-// phi64 is ⌊φ·2^64⌋ for φ = (√5−1)/2: the golden-ratio rotation in 64-bit
-// fixed point.
-const phi64 = 0x9E3779B97F4A7C15
-
-// mix64 is the splitmix64 finalizer: a bijection of 64-bit words whose every
-// output bit depends on every input bit.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
+func mix64(x uint64) uint64 { return cacheid.Mix64(x) }
 
 // IdentityHash hashes a cache identity: the resolver's source address, the
 // service's index in the configuration and the ECS subnet at the returned
-// scope (the zero Prefix when there was none). It is deterministic (no seed),
-// so every node gives an identity the same hash, and it does not allocate.
-// IPv4 and IPv4-mapped IPv6 addresses hash alike.
+// scope (the zero Prefix when there was none). It is cacheid.Hash, the hash
+// the resolver's low-discrepancy answers use, so the simulator predicts them.
 func IdentityHash(source netip.Addr, service int, ecs netip.Prefix) uint64 {
-	h := uint64(0x6d6572696469616e) // "meridian"
-	a := source.Unmap().As16()
-	h = mix64(h ^ binary.BigEndian.Uint64(a[:8]))
-	h = mix64(h ^ binary.BigEndian.Uint64(a[8:]))
-	h = mix64(h ^ uint64(service))
-	if !ecs.IsValid() {
-		return mix64(h)
-	}
-	e := ecs.Addr().Unmap().As16()
-	h = mix64(h ^ binary.BigEndian.Uint64(e[:8]))
-	h = mix64(h ^ binary.BigEndian.Uint64(e[8:]))
-	return mix64(h ^ uint64(ecs.Bits()+1))
+	return cacheid.Hash(source, service, ecs)
 }
 
 // WeylPoint is the low-discrepancy draw of SKEW.md: the point
