@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -102,42 +101,8 @@ func failoverConfig(b *testing.B, ca *certtest.CA, port, dnsPort, httpPort int) 
 	b.Helper()
 	caFile, certFile, keyFile := ca.ClientFiles(b, "probe")
 	file := filepath.Join(b.TempDir(), "config.toml")
-	err := os.WriteFile(file, []byte(fmt.Sprintf(`
-[node]
-name = "failover"
-region = "r1"
-[regions.r1]
-[dns]
-listen = ["127.0.0.1:%d"]
-[http]
-listen = "127.0.0.1:%d"
-[tls]
-ca = %q
-cert = %q
-key = %q
-[checks.api]
-type = "https"
-port = %d
-path = "/healthz"
-interval = "1s"
-timeout = "500ms"
-rise = 1
-fall = 2
-[[zones]]
-origin = "example.test."
-ns = ["ns1.example.test."]
-[[services]]
-name = "api.example.test."
-policy = "multivalue"
-check = "api"
-endpoints = [
-  { name = "one", region = "r1", address = "127.0.0.1" },
-  { name = "two", region = "r1", address = "127.0.0.2" },
-]
-`, dnsPort, httpPort, caFile, certFile, keyFile, port)), 0o644)
-	if err != nil {
-		b.Fatal(err)
-	}
+	twoBackendConfig{name: "failover", region: "r1", interval: "1s", timeout: "500ms",
+		dnsPort: dnsPort, httpPort: httpPort, backendPort: port, ca: caFile, cert: certFile, key: keyFile}.write(b, file)
 	return file
 }
 

@@ -64,6 +64,58 @@ func eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 	return 0
 }
 
+// twoBackendConfig is a one-node configuration whose service api.example.test
+// answers two endpoints, one (127.0.0.1) and two (127.0.0.2), both checked
+// with an mTLS https probe on backendPort: the node of the probe, /ui and
+// failover tests.
+type twoBackendConfig struct {
+	name, region                   string
+	interval, timeout              string // of the check; rise 1, fall 2
+	dnsPort, httpPort, backendPort int
+	ca, cert, key                  string // the probe's client identity
+}
+
+// write writes the configuration to file.
+func (c twoBackendConfig) write(t testing.TB, file string) {
+	t.Helper()
+	toml := fmt.Sprintf(`
+[node]
+name = %[1]q
+region = %[2]q
+[regions.%[2]s]
+[dns]
+listen = ["127.0.0.1:%[3]d"]
+[http]
+listen = "127.0.0.1:%[4]d"
+[tls]
+ca = %[5]q
+cert = %[6]q
+key = %[7]q
+[checks.api]
+type = "https"
+port = %[8]d
+path = "/healthz"
+interval = %[9]q
+timeout = %[10]q
+rise = 1
+fall = 2
+[[zones]]
+origin = "example.test."
+ns = ["ns1.example.test."]
+[[services]]
+name = "api.example.test."
+policy = "multivalue"
+check = "api"
+endpoints = [
+  { name = "one", region = %[2]q, address = "127.0.0.1" },
+  { name = "two", region = %[2]q, address = "127.0.0.2" },
+]
+`, c.name, c.region, c.dnsPort, c.httpPort, c.ca, c.cert, c.key, c.backendPort, c.interval, c.timeout)
+	if err := os.WriteFile(file, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestServeProbesDriveAnswers runs serve with an mTLS https check over two
 // real backends, stops one, and checks it leaves the answers within
 // fall × interval + timeout (plus scheduling slack), then returns after it
@@ -81,39 +133,8 @@ func TestServeProbesDriveAnswers(t *testing.T) {
 	}
 	dnsPort, httpPort := freePort(t), freePort(t)
 	file := filepath.Join(t.TempDir(), "config.toml")
-	os.WriteFile(file, []byte(fmt.Sprintf(`
-[node]
-name = "e2e"
-region = "r1"
-[regions.r1]
-[dns]
-listen = ["127.0.0.1:%d"]
-[http]
-listen = "127.0.0.1:%d"
-[tls]
-ca = %q
-cert = %q
-key = %q
-[checks.api]
-type = "https"
-port = %d
-path = "/healthz"
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 2
-[[zones]]
-origin = "example.test."
-ns = ["ns1.example.test."]
-[[services]]
-name = "api.example.test."
-policy = "multivalue"
-check = "api"
-endpoints = [
-  { name = "one", region = "r1", address = "127.0.0.1" },
-  { name = "two", region = "r1", address = "127.0.0.2" },
-]
-`, dnsPort, httpPort, caFile, certFile, keyFile, port)), 0o644)
+	twoBackendConfig{name: "e2e", region: "r1", interval: "200ms", timeout: "150ms",
+		dnsPort: dnsPort, httpPort: httpPort, backendPort: port, ca: caFile, cert: certFile, key: keyFile}.write(t, file)
 	logs := startServe(t, file, httpPort)
 	both := []string{"127.0.0.1", "127.0.0.2"}
 	eventually(t, 5*time.Second, "both up", func() bool { return slices.Equal(answersOf(t, dnsPort, "api.example.test"), both) })

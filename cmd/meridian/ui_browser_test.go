@@ -34,39 +34,8 @@ func uiNode(t *testing.T) (map[string]*mtlsBackend, string) {
 	}
 	dnsPort, httpPort := freePort(t), freePort(t)
 	file := filepath.Join(t.TempDir(), "config.toml")
-	os.WriteFile(file, []byte(fmt.Sprintf(`
-[node]
-name = "ui-node"
-region = "eu-west"
-[regions.eu-west]
-[dns]
-listen = ["127.0.0.1:%d"]
-[http]
-listen = "127.0.0.1:%d"
-[tls]
-ca = %q
-cert = %q
-key = %q
-[checks.api]
-type = "https"
-port = %d
-path = "/healthz"
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 2
-[[zones]]
-origin = "example.test."
-ns = ["ns1.example.test."]
-[[services]]
-name = "api.example.test."
-policy = "multivalue"
-check = "api"
-endpoints = [
-  { name = "one", region = "eu-west", address = "127.0.0.1" },
-  { name = "two", region = "eu-west", address = "127.0.0.2" },
-]
-`, dnsPort, httpPort, caFile, certFile, keyFile, port)), 0o644)
+	twoBackendConfig{name: "ui-node", region: "eu-west", interval: "200ms", timeout: "150ms",
+		dnsPort: dnsPort, httpPort: httpPort, backendPort: port, ca: caFile, cert: certFile, key: keyFile}.write(t, file)
 	startServe(t, file, httpPort)
 	eventually(t, 5*time.Second, "both backends answered", func() bool {
 		return slices.Equal(answersOf(t, dnsPort, "api.example.test"), []string{"127.0.0.1", "127.0.0.2"})
