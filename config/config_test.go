@@ -465,3 +465,31 @@ func TestErrorFormat(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", e.Error(), want)
 	}
 }
+
+// TestRRLNotEnforcedWarning: dns.rrl is parsed and validated but not
+// enforced yet, so a configuration that asks for a rate is told so rather
+// than believing it is protected; rate 0 (off, the default) says nothing.
+func TestRRLNotEnforcedWarning(t *testing.T) {
+	const base = `
+[node]
+name   = "n1"
+region = "r"
+
+[regions.r]
+
+[[zones]]
+origin = "example.test."
+ns     = ["ns1.example.test."]
+
+[[services]]
+name = "api.example.test."
+endpoints = [{ name = "a", region = "r", address = "192.0.2.1" }]
+`
+	want := []config.Problem{{Key: "dns.rrl.rate", Msg: "response rate limiting is not enforced yet: responses are not limited"}}
+	if c := parse(t, base+"[dns.rrl]\nrate = 100\n"); !slices.Equal(c.Warnings, want) {
+		t.Errorf("rate 100: warnings %q, want %q", c.Warnings, want)
+	}
+	if c := parse(t, base+"[dns.rrl]\nrate = 0\n"); len(c.Warnings) != 0 {
+		t.Errorf("rate 0: warnings %q, want none", c.Warnings)
+	}
+}

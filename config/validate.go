@@ -128,6 +128,9 @@ func (v *validator) dns() {
 	if d.RRL.Rate < 0 {
 		v.errorf("dns.rrl.rate", "%d is negative", d.RRL.Rate)
 	}
+	if d.RRL.Rate > 0 {
+		v.warnf("dns.rrl.rate", "response rate limiting is not enforced yet: responses are not limited")
+	}
 	if d.RRL.Slip < 0 || d.RRL.Slip > 10 {
 		v.errorf("dns.rrl.slip", "%d is outside 0..10", d.RRL.Slip)
 	}
