@@ -116,28 +116,48 @@ endpoints = [
 	}
 }
 
+// twoBackendNode is a running serve node of twoBackendConfig with its two
+// backends.
+type twoBackendNode struct {
+	backends          map[string]*mtlsBackend // by address: 127.0.0.1, 127.0.0.2
+	dnsPort, httpPort int
+	logs              *syncBuffer
+}
+
+// startTwoBackendNode starts two mTLS backends (127.0.0.1 and 127.0.0.2,
+// demanding client certificates) and an in-process serve node of
+// twoBackendConfig (interval 200 ms, timeout 150 ms) probing them, and
+// waits until the node answers both.
+func startTwoBackendNode(t *testing.T, name, region string) twoBackendNode {
+	t.Helper()
+	ca := certtest.New(t)
+	caFile, certFile, keyFile := ca.ClientFiles(t, "probe")
+	port := freePort(t)
+	n := twoBackendNode{backends: map[string]*mtlsBackend{}, dnsPort: freePort(t), httpPort: freePort(t)}
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
+		b := &mtlsBackend{t: t, addr: fmt.Sprintf("%s:%d", ip, port), conf: ca.ServerTLS(t, "127.0.0.1", "127.0.0.2")}
+		b.Start()
+		t.Cleanup(b.Stop)
+		n.backends[ip] = b
+	}
+	file := filepath.Join(t.TempDir(), "config.toml")
+	twoBackendConfig{name: name, region: region, interval: "200ms", timeout: "150ms",
+		dnsPort: n.dnsPort, httpPort: n.httpPort, backendPort: port, ca: caFile, cert: certFile, key: keyFile}.write(t, file)
+	n.logs = startServe(t, file, n.httpPort)
+	eventually(t, 5*time.Second, "both backends answered", func() bool {
+		return slices.Equal(answersOf(t, n.dnsPort, "api.example.test"), []string{"127.0.0.1", "127.0.0.2"})
+	})
+	return n
+}
+
 // TestServeProbesDriveAnswers runs serve with an mTLS https check over two
 // real backends, stops one, and checks it leaves the answers within
 // fall × interval + timeout (plus scheduling slack), then returns after it
 // restarts.
 func TestServeProbesDriveAnswers(t *testing.T) {
-	ca := certtest.New(t)
-	caFile, certFile, keyFile := ca.ClientFiles(t, "probe")
-	port := freePort(t)
-	backends := map[string]*mtlsBackend{}
-	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
-		b := &mtlsBackend{t: t, addr: fmt.Sprintf("%s:%d", ip, port), conf: ca.ServerTLS(t, "127.0.0.1", "127.0.0.2")}
-		b.Start()
-		t.Cleanup(b.Stop)
-		backends[ip] = b
-	}
-	dnsPort, httpPort := freePort(t), freePort(t)
-	file := filepath.Join(t.TempDir(), "config.toml")
-	twoBackendConfig{name: "e2e", region: "r1", interval: "200ms", timeout: "150ms",
-		dnsPort: dnsPort, httpPort: httpPort, backendPort: port, ca: caFile, cert: certFile, key: keyFile}.write(t, file)
-	logs := startServe(t, file, httpPort)
+	n := startTwoBackendNode(t, "e2e", "r1")
+	backends, dnsPort, httpPort, logs := n.backends, n.dnsPort, n.httpPort, n.logs
 	both := []string{"127.0.0.1", "127.0.0.2"}
-	eventually(t, 5*time.Second, "both up", func() bool { return slices.Equal(answersOf(t, dnsPort, "api.example.test"), both) })
 
 	backends["127.0.0.2"].Stop()
 	// fall × interval + timeout = 550 ms; the bound leaves room for a loaded

@@ -7,13 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"meridian/internal/browsertest"
-	"meridian/internal/certtest"
 )
 
 // uiNode starts `meridian serve` with an mTLS https check over two real
@@ -22,25 +20,8 @@ import (
 // node's admin base URL.
 func uiNode(t *testing.T) (map[string]*mtlsBackend, string) {
 	t.Helper()
-	ca := certtest.New(t)
-	caFile, certFile, keyFile := ca.ClientFiles(t, "probe")
-	port := freePort(t)
-	backends := map[string]*mtlsBackend{}
-	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
-		b := &mtlsBackend{t: t, addr: fmt.Sprintf("%s:%d", ip, port), conf: ca.ServerTLS(t, "127.0.0.1", "127.0.0.2")}
-		b.Start()
-		t.Cleanup(b.Stop)
-		backends[ip] = b
-	}
-	dnsPort, httpPort := freePort(t), freePort(t)
-	file := filepath.Join(t.TempDir(), "config.toml")
-	twoBackendConfig{name: "ui-node", region: "eu-west", interval: "200ms", timeout: "150ms",
-		dnsPort: dnsPort, httpPort: httpPort, backendPort: port, ca: caFile, cert: certFile, key: keyFile}.write(t, file)
-	startServe(t, file, httpPort)
-	eventually(t, 5*time.Second, "both backends answered", func() bool {
-		return slices.Equal(answersOf(t, dnsPort, "api.example.test"), []string{"127.0.0.1", "127.0.0.2"})
-	})
-	return backends, fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	n := startTwoBackendNode(t, "ui-node", "eu-west")
+	return n.backends, fmt.Sprintf("http://127.0.0.1:%d", n.httpPort)
 }
 
 // matrixRow finds endpoint's row in a dumped page and returns its verdict
