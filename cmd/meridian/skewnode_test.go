@@ -95,14 +95,7 @@ func answersByEndpoint(t *testing.T, s *skewNode, service string) map[string]uin
 func TestSkewBindingAcrossReload(t *testing.T) {
 	cfg1 := skewTestConfig(t, "n", skewSvcAB+skewSvcOther)
 	cfg2 := skewTestConfig(t, "n", skewSvcOther+skewSvcBCA)
-	s, err := newSkewNode(cfg1, slog.New(slog.DiscardHandler), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dnsSrv, err := resolver.New(cfg1, resolver.Options{Recorder: s.recorder()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dnsSrv := newSkewNodeAndResolver(t, cfg1)
 	if err := s.update(dnsSrv, cfg1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -189,20 +182,13 @@ endpoints = [{ name = "y", region = "r", address = "192.0.2.8" }]
 // answers.
 func TestSkewUpdateRejectedLeavesBoth(t *testing.T) {
 	cfg1 := skewTestConfig(t, "n", skewSvcAB)
-	s, err := newSkewNode(cfg1, slog.New(slog.DiscardHandler), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dnsSrv, err := resolver.New(cfg1, resolver.Options{Recorder: s.recorder()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dnsSrv := newSkewNodeAndResolver(t, cfg1)
 	old := s.bind
 	var many strings.Builder
 	for i := range 4097 {
 		fmt.Fprintf(&many, "[[services]]\nname = \"s%d.example.test.\"\nendpoints = [{ name = \"e\", region = \"r\", address = \"192.0.2.1\" }]\n", i)
 	}
-	err = s.update(dnsSrv, skewTestConfig(t, "n", many.String()), nil)
+	err := s.update(dnsSrv, skewTestConfig(t, "n", many.String()), nil)
 	if err == nil || !strings.Contains(err.Error(), "4097 services, at most 4096") {
 		t.Fatalf("update with 4097 services: %v", err)
 	}
@@ -241,14 +227,7 @@ func TestSkewUpdateRejectedLeavesBoth(t *testing.T) {
 func TestSkewHealthEvents(t *testing.T) {
 	cfg := skewTestConfig(t, "n", "[checks.tcp]\ntype = \"tcp\"\nport = 80\n"+
 		strings.Replace(skewSvcAB, "ttl = 5", "ttl = 5\ncheck = \"tcp\"", 1))
-	s, err := newSkewNode(cfg, slog.New(slog.DiscardHandler), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dnsSrv, err := resolver.New(cfg, resolver.Options{Recorder: s.recorder()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dnsSrv := newSkewNodeAndResolver(t, cfg)
 	events := func() []skew.HealthEvent {
 		b, err := s.rec.Export(time.Now().UnixNano())
 		if err != nil {
@@ -461,14 +440,7 @@ func TestDemoBannerNamesSkewAndUI(t *testing.T) {
 // recorder, with indexes mapped or not, allocates nothing.
 func TestSkewBindingDoesNotAllocate(t *testing.T) {
 	cfg1 := skewTestConfig(t, "n", skewSvcAB+skewSvcOther)
-	s, err := newSkewNode(cfg1, slog.New(slog.DiscardHandler), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dnsSrv, err := resolver.New(cfg1, resolver.Options{Recorder: s.recorder()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dnsSrv := newSkewNodeAndResolver(t, cfg1)
 	if err := s.update(dnsSrv, skewTestConfig(t, "n", skewSvcOther+skewSvcBCA), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -493,14 +465,7 @@ func BenchmarkSkewBinding(b *testing.B) {
 		return cfg
 	}
 	cfg1 := parse(skewSvcAB)
-	s, err := newSkewNode(cfg1, slog.New(slog.DiscardHandler), nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dnsSrv, err := resolver.New(cfg1, resolver.Options{Recorder: s.recorder()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, dnsSrv := newSkewNodeAndResolver(b, cfg1)
 	same := s.bind
 	if err := s.update(dnsSrv, parse(skewSvcBCA), nil); err != nil {
 		b.Fatal(err)
@@ -525,4 +490,19 @@ func BenchmarkSkewBinding(b *testing.B) {
 			}
 		})
 	}
+}
+
+// newSkewNodeAndResolver builds a skew node for cfg (no logs, metrics or
+// gossip) and a resolver recording into it: the pair serve wires.
+func newSkewNodeAndResolver(tb testing.TB, cfg *config.Config) (*skewNode, *resolver.Server) {
+	tb.Helper()
+	s, err := newSkewNode(cfg, slog.New(slog.DiscardHandler), nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dnsSrv, err := resolver.New(cfg, resolver.Options{Recorder: s.recorder()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, dnsSrv
 }
